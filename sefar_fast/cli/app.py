@@ -1,0 +1,307 @@
+"""The `sefar` command line (Typer + rich).
+
+    sefar train                                   # built-in synthetic data, tiny model, laptop CPU
+    sefar train --data gym99 --root /data/finegym --label-rate 0.05 --arch vit-s
+    sefar eval runs/<run>/best.safetensors
+    sefar bench --quick
+
+Each command is a thin shell over a library function; a `SefarError` becomes one
+red line and exit status 2 (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sefar_fast import __version__
+from sefar_fast.cli.progress import console, err_console, is_main_process
+from sefar_fast.errors import SefarError
+
+app = typer.Typer(
+    name="sefar",
+    help="Semi-supervised fine-grained action recognition (SeFAR), fast.\n\n"
+    "Start with `sefar train` (built-in synthetic data, runs on a laptop CPU), then "
+    "`sefar eval runs/<run>/best.safetensors`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+data_app = typer.Typer(help="Built-in data and dataset inspection.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_STATE = {"debug": False}
+
+
+class Method(str, Enum):
+    sefar = "sefar"
+    supervised = "supervised"
+    fixmatch = "fixmatch"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _version(value: bool):
+    if value:
+        console.print(f"sefar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+):
+    _STATE["debug"] = debug
+
+
+def write_json(path: Optional[Path], payload: dict) -> None:
+    """Write a machine-readable result (`--json PATH`; `-` for stdout)."""
+    if path is None or not is_main_process():
+        return
+    text = json.dumps(payload, indent=2, default=float)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        return
+    from sefar_fast.checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+# ----------------------------------------------------------------------------- train
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+    epilog="Examples:\n\n"
+    "    sefar train\n\n"
+    "    sefar train --method supervised --label-rate 1.0\n\n"
+    "    sefar train --data gym99 --root /data/finegym --label-rate 0.05 --arch vit-s --pretrained vit_s16.npz\n\n"
+    "    sefar train perturb=all-reverse regulation=threshold      # Table 4 / Fig. 4 ablations\n\n"
+    "    torchrun --nproc_per_node 8 -m sefar_fast train --data gym99 --root /data/finegym\n\n"
+    "Method switches (key=value; every one is also a config key):\n\n"
+    "- `method.elements=[2,2,4]` dual-level elements (last = context); `[8]` = one 8-frame element (no Dual-Ele)\n"
+    "- `method.perturb=mod|none|all-reverse|all-shuffle|local-shuffle|warp|t-drop|t-half` strong-view temporal "
+    "perturbation (mod = reverse inside fine elements only; paper Table 4)\n"
+    "- `method.regulation=adaptive|threshold|none`, `method.threshold=0.95` pseudo-label weighting (Ada-Reg)\n"
+    "- `method.teacher_mc=head|full`, `method.mc_samples=10` teacher MC-dropout predictions\n"
+    "- `method.mix=true|false`, `method.mix_alpha=10`, `method.mix_loss=mse|soft-ce` tube mixing\n"
+    "- `method.w_un=2 method.w_mix=2` loss weights; `method.warmup_epochs=5` supervised warm-up\n"
+    "- `method.unlabeled_ratio=3` unlabeled clips per labeled clip; `method.ema_decay=0.9999` per labeled clip\n"
+    "- `optim.accum_steps=N` gradient accumulation; `optim.lr=0.005` for an effective labeled batch of 64\n\n"
+    "Table 3 rows: baseline = `--method fixmatch`; +Dual-Ele = `elements=[2,2,4] perturb=warp regulation=threshold`; "
+    "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.",
+)
+def train(
+    ctx: typer.Context,
+    data: str = typer.Option("synth", "--data", "-d", help="Preset (synth, gym99, gym288, gym-new, finediving, "
+                             "ucf101, hmdb51, ssv2) or a source: lists:DIR, store:DIR, folder:DIR."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset's videos/frames."),
+    label_rate: Optional[float] = typer.Option(None, "--label-rate", help="Fraction of training clips with labels, in (0, 1]."),
+    method: Optional[Method] = typer.Option(None, "--method", help="sefar (default), supervised, or fixmatch (paper baseline)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="vit-t, vit-s, vit-b, vit-pico (CPU), vit-test."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs; one epoch = one pass over the labeled clips."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Labeled clips per step per process."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<data>-<method>-<time>)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for model init, sampling and augmentation."),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the labeled/unlabeled split."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with config sections."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Local ImageNet ViT weights in timm layout."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default on CUDA)."),
+    checkpoint_activations: Optional[bool] = typer.Option(None, "--checkpoint-activations/--no-checkpoint-activations",
+                                                          help="Recompute activations in backward to save memory."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue an unfinished run in --out "
+                                          "(default: yes when --out holds one)."),
+    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A run folder or .state file to continue."),
+    on_nan: str = typer.Option("skip", "--on-nan", help="Non-finite loss: skip the step (and count it) or stop."),
+    profile: bool = typer.Option(False, "--profile", help="Write a torch profiler trace of a few steps to the run folder."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final metrics as JSON ('-' for stdout)."),
+):
+    """Train a model: SeFAR semi-supervised by default, or --method supervised / fixmatch.
+
+    Free `key=value` arguments override any config key (dotted or bare when unique),
+    e.g. `perturb=none`, `method.elements=[2,4]`, `optim.lr=0.01`.
+    """
+    from sefar_fast.config import build_config
+    from sefar_fast.train.loop import train as run_training
+
+    flags = {
+        "data.root": root, "data.label_rate": label_rate, "data.split_seed": split_seed,
+        "method.name": method.value if method else None, "model.arch": arch, "optim.epochs": epochs,
+        "optim.batch_size": batch_size, "run.out": out, "run.seed": seed,
+        "run.device": device.value if device else None, "model.pretrained": pretrained,
+        "run.compile": compile, "model.checkpoint_activations": checkpoint_activations,
+    }
+    cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
+    if on_nan not in ("skip", "stop"):
+        raise SefarError(f"--on-nan '{on_nan}' must be skip or stop")
+    result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile)
+    write_json(json_out, result)
+
+
+# ----------------------------------------------------------------------------- eval
+@app.command("eval", epilog="Examples:\n\n"
+             "    sefar eval runs/synth-sefar/best.safetensors\n\n"
+             "    sefar eval best.safetensors --data gym99 --root /data/finegym --views 5x3\n\n"
+             "    sefar eval best.safetensors --protocol reference     # one random view of the student\n\n"
+             "    sefar eval best.safetensors --qa all99_5/val.json     # Gym-QA multiple-choice accuracy")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by sefar train."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to score (default: the checkpoint's)."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset's videos/frames."),
+    split: str = typer.Option("val", "--split", help="Split to score (val or test)."),
+    views: Optional[str] = typer.Option(None, "--views", help="Temporal x spatial views, e.g. 5x3 (default: the checkpoint's)."),
+    protocol: str = typer.Option("multiview", "--protocol", help="multiview (deterministic TxS views) or reference "
+                                 "(one random view of the student, as the authors' code)."),
+    model: str = typer.Option("both", "--model", help="teacher, student or both."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: <run>/eval/)."),
+    qa: Optional[Path] = typer.Option(None, "--qa", help="Gym-QA json: also score multiple-choice accuracy."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON ('-' for stdout)."),
+):
+    """Score a checkpoint: top-1, top-5, mean class accuracy, per-class report, confusion matrix."""
+    from sefar_fast.eval.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        checkpoint, data=data, root=root, split=split, views=views, protocol=protocol, which=model,
+        device=device.value if device else None, out=out, qa=qa,
+    )
+    write_json(json_out, result)
+
+
+# ----------------------------------------------------------------------------- data
+@data_app.command("synth", epilog="Example:\n\n    sefar data synth --seed 0 --clips-per-class 120")
+def data_synth(
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated set."),
+    clips_per_class: int = typer.Option(120, "--clips-per-class", help="Clips per class."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where to keep it (default $SEFAR_CACHE or ~/.cache/sefar)."),
+):
+    """Generate (or find) the built-in synthetic fine-grained gymnastics set and print where it is."""
+    from sefar_fast.data.datasets import synth_store
+
+    root = synth_store(seed=seed, clips_per_class=clips_per_class, cache_dir=cache_dir)
+    from sefar_fast.data.store import ClipStore
+
+    store = ClipStore.open(root)
+    console.print(f"[green]synth[/] {len(store.records)} clips, {len(store.class_names)} classes at {root}")
+
+
+@data_app.command("info", epilog="Example:\n\n    sefar data info --data synth")
+def data_info(
+    data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset."),
+    label_rate: float = typer.Option(0.1, "--label-rate", help="Label rate for the split counts."),
+):
+    """Show a dataset's classes and split sizes as sefar will read them."""
+    from sefar_fast.config import build_config
+    from sefar_fast.data.datasets import open_dataset
+
+    cfg = build_config(data, None, {"data.root": root, "data.label_rate": label_rate}, [])
+    ds = open_dataset(cfg)
+    console.print(ds.describe())
+
+
+# ----------------------------------------------------------------------------- placeholders filled by later modules
+@app.command(epilog="Examples:\n\n    sefar prepare lists:/data/finegym/all99_5 --root /data/finegym/videos --out /data/gym-store\n\n"
+             "    sefar prepare folder:/data/mydataset --out /data/my-store --short-side 256 --fps 15")
+def prepare(
+    source: str = typer.Argument(..., help="lists:DIR, folder:DIR or a preset name (with --root)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Clip store folder to write."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the videos/frames."),
+    short_side: int = typer.Option(256, "--short-side", help="Resize frames so the short side is this."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Keep frames at this rate (default: all frames)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel decoders (default: all cores)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any clip could not be read."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON."),
+):
+    """Decode every clip once into a JPEG clip store (resumable; reports unreadable clips)."""
+    from sefar_fast.data.datasets import prepare_source
+
+    summary = prepare_source(source, out, root=root, short_side=short_side, fps=fps, workers=workers)
+    write_json(json_out, summary)
+    if strict and summary.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Examples:\n\n    sefar bench --quick\n\n    sefar bench iteration --arch vit-b --batch 8 --device cuda --json vitb.json")
+def bench(
+    section: Optional[list[str]] = typer.Argument(None, help="Sections: data, model, iteration, memory (default all)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Model size (default vit-test on CPU, vit-s on CUDA)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Labeled clips per iteration (default 2 CPU / 8 CUDA)."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    quick: bool = typer.Option(False, "--quick", help="Few repetitions (CPU: under 3 minutes)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON."),
+):
+    """Throughput and memory: reference-style iteration against the fast one, model MFU, data loading."""
+    from sefar_fast.bench.runner import run_bench
+
+    result = run_bench(sections=section or None, arch=arch, batch=batch,
+                       device=device.value if device else None, quick=quick)
+    write_json(json_out, result)
+
+
+@app.command(epilog="Example:\n\n    sefar predict runs/synth-sefar/best.safetensors clip1.mp4 clip2.webm --top-k 5")
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint."),
+    videos: list[Path] = typer.Argument(..., help="Video files (any codec FFmpeg reads)."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Classes to show per video."),
+    model: str = typer.Option("teacher", "--model", help="teacher (when present) or student."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write predictions as JSON."),
+):
+    """Classify video files: top-k class names with probabilities."""
+    from sefar_fast.eval.predict import predict_videos
+
+    result = predict_videos(checkpoint, videos, top_k=top_k, which=model, device=device.value if device else None)
+    write_json(json_out, result)
+
+
+@app.command(epilog="Example:\n\n    sefar extract best.safetensors --data synth --split val --out feats.safetensors")
+def extract(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors with features and clip ids."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data (default: the checkpoint's)."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset."),
+    split: str = typer.Option("val", "--split", help="Split (train, unlabeled, val)."),
+    model: str = typer.Option("teacher", "--model", help="teacher (when present) or student."),
+    device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+):
+    """Export per-clip features (fused 256-d and per-element CLS) for downstream use."""
+    from sefar_fast.eval.extract import extract_features
+
+    extract_features(checkpoint, out, data=data, root=root, split=split, which=model,
+                     device=device.value if device else None)
+
+
+@app.command(epilog="Example:\n\n    sefar report runs/synth-sefar")
+def report(run: Path = typer.Argument(..., help="A run folder holding metrics.jsonl.")):
+    """Draw training curves (loss, eta, pseudo-label accuracy, val accuracy) to <run>/curves.png."""
+    from sefar_fast.eval.curves import plot_curves
+
+    if not (run / "metrics.jsonl").is_file():
+        raise SefarError(f"{run} holds no metrics.jsonl; pass a run folder written by sefar train")
+    path = plot_curves(run / "metrics.jsonl", run / "curves.png")
+    console.print(f"curves written to {path}")
+
+
+def main() -> None:
+    """Entry point of the `sefar` console script."""
+    try:
+        app()
+    except SefarError as e:
+        if _STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,357 @@
+"""Typed configuration: dataclasses, YAML presets, dotted overrides, validation.
+
+A run's configuration is built in layers, later ones winning:
+
+    defaults (the dataclasses below)  <  preset (configs/<name>.yaml)  <  --config FILE
+      <  command-line flags (--arch, --epochs, ...)  <  free overrides (key=value)
+
+Overrides use dotted keys (``method.perturb=none``) or, when the field name is
+unique across sections, the bare name (``perturb=none``). Values are parsed as
+YAML, so ``elements=[2,4]`` and ``compile=false`` work. A misspelt key gets a
+"did you mean". The resolved config is written to every run folder and into
+every checkpoint, so a run can be reproduced from either.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sefar_fast.errors import SefarError
+
+METHODS = ("sefar", "supervised", "fixmatch")
+PERTURBS = ("mod", "none", "all-reverse", "all-shuffle", "local-shuffle", "warp", "t-drop", "t-half")
+REGULATIONS = ("adaptive", "threshold", "none")
+TEACHER_MC = ("head", "full")
+MIX_LOSSES = ("mse", "soft-ce")
+DEVICES = ("auto", "cpu", "cuda")
+PROTOCOLS = ("multiview", "reference")
+
+
+@dataclass
+class DataConfig:
+    name: str = "synth"  # preset name, or a source spec such as lists:DIR / store:DIR
+    root: str | None = None  # where the clips live (remaps the absolute paths in list files)
+    store: str | None = None  # a prepared clip store; set by presets or `sefar prepare`
+    num_classes: int = 0  # 0: take it from the data
+    label_rate: float = 0.1
+    split_seed: int = 0
+    frame_size: list[int] = field(default_factory=lambda: [256, 340])  # H0, W0 of decoded frames
+    crop: int = 224  # model input side S
+    scale_range: list[int] = field(default_factory=lambda: [256, 320])  # short-side jitter (H0 = its 256)
+    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    backend: str = "auto"  # auto | dali | pil
+    synth_clips_per_class: int = 120
+    synth_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit-s"
+    patch_size: int | None = None  # None: the arch's own
+    drop_path: float = 0.1
+    head_dropout: float = 0.5
+    pretrained: str | None = None  # local timm-layout ViT weights (.pth, .npz, .safetensors)
+    attn: str = "sdpa"  # sdpa | manual
+    checkpoint_activations: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sefar"
+    elements: list[int] = field(default_factory=lambda: [2, 2, 4])
+    perturb: str = "mod"
+    regulation: str = "adaptive"
+    threshold: float = 0.95
+    teacher_mc: str = "head"
+    mc_samples: int = 10
+    mix: bool = True
+    mix_alpha: float = 10.0
+    mix_loss: str = "mse"
+    w_un: float = 2.0
+    w_mix: float = 2.0
+    channel_drop: float = 0.2
+    ema_decay: float = 0.9999  # per labeled clip seen
+    warmup_epochs: int = 5
+    unlabeled_ratio: int = 3
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 30
+    batch_size: int = 8  # labeled clips per step per process
+    accum_steps: int = 1  # micro-steps per optimizer step
+    lr: float = 0.005  # for an effective labeled batch of ref_batch; scaled linearly
+    ref_batch: int = 64
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-3
+    milestones: list[float] = field(default_factory=lambda: [25 / 30, 28 / 30])  # fractions of the run
+    lr_factors: list[float] = field(default_factory=lambda: [0.1, 0.01])
+
+
+@dataclass
+class EvalConfig:
+    views: str = "5x3"  # temporal x spatial
+    every: int = 1  # epochs between validations
+    batch_size: int = 16
+    protocol: str = "multiview"
+
+
+@dataclass
+class RunConfig:
+    out: str | None = None  # run folder; default runs/<data>-<method>-<time>
+    seed: int = 0
+    device: str = "auto"
+    compile: bool | None = None  # None: on for CUDA
+    amp: bool | None = None  # bf16 autocast; None: on for CUDA
+    log_every: int = 20
+    keep: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(self.method.elements)
+
+
+def fixmatch_method_keys(num_frames: int) -> dict[str, Any]:
+    return {"method": {"elements": [num_frames], "perturb": "warp", "regulation": "threshold"}}
+
+
+SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("sefar_fast.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = resources.files("sefar_fast.configs") / f"{name}.yaml"
+    if not path.is_file():
+        hint = _did_you_mean(name, preset_names())
+        raise SefarError(f"unknown data preset '{name}'{hint}; presets: {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SefarError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SefarError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SefarError(f"config file {p} must hold a mapping of sections (data:, model:, ...)")
+    return data
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _all_keys() -> dict[str, list[str]]:
+    """Bare field name -> the dotted keys that carry it."""
+    keys: dict[str, list[str]] = {}
+    for sec in SECTIONS:
+        for f in dataclasses.fields(getattr(Config, "__dataclass_fields__")[sec].default_factory()):
+            keys.setdefault(f.name, []).append(f"{sec}.{f.name}")
+    return keys
+
+
+def resolve_key(key: str) -> tuple[str, str]:
+    """'method.perturb' or 'perturb' -> ('method', 'perturb'); SefarError with a suggestion otherwise."""
+    keys = _all_keys()
+    dotted = sorted(k for ks in keys.values() for k in ks)
+    if "." in key:
+        sec, name = key.split(".", 1)
+        if f"{sec}.{name}" in dotted:
+            return sec, name
+        raise SefarError(f"unknown config key '{key}'{_did_you_mean(key, dotted)}")
+    if key in keys:
+        if len(keys[key]) > 1:
+            raise SefarError(f"config key '{key}' is ambiguous: write one of {', '.join(keys[key])}")
+        sec, name = keys[key][0].split(".")
+        return sec, name
+    raise SefarError(f"unknown config key '{key}'{_did_you_mean(key, list(keys) + dotted)}")
+
+
+def _coerce(sec: str, name: str, value: Any, current: Any) -> Any:
+    """Check a value against the field's type (taken from its current value)."""
+    where = f"{sec}.{name}"
+    if value is None:
+        return None
+    if isinstance(current, bool) or name in ("compile", "amp"):
+        if isinstance(value, bool):
+            return value
+        raise SefarError(f"{where} must be true or false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise SefarError(f"{where} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SefarError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(current, list):
+        if not isinstance(value, (list, tuple)):
+            raise SefarError(f"{where} must be a list like [2, 2, 4], got {value!r}")
+        return list(value)
+    if isinstance(current, str) or current is None:
+        if isinstance(value, (dict, list)):
+            raise SefarError(f"{where} must be a single value, got {value!r}")
+        return value if isinstance(value, str) or current is None else str(value)
+    return value
+
+
+def apply(cfg: Config, updates: dict[str, Any], source: str = "") -> Config:
+    """Apply a nested ({section: {key: value}}) or flat ({'a.b': v}) mapping."""
+    for key, value in updates.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                set_value(cfg, f"{key}.{sub}", v, source)
+        else:
+            set_value(cfg, key, value, source)
+    return cfg
+
+
+def set_value(cfg: Config, key: str, value: Any, source: str = "") -> None:
+    try:
+        sec, name = resolve_key(key)
+    except SefarError as e:
+        raise SefarError(f"{e} (in {source})" if source else str(e)) from None
+    section = getattr(cfg, sec)
+    setattr(section, name, _coerce(sec, name, value, getattr(section, name)))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SefarError(f"override '{text}' must look like key=value (e.g. method.perturb=none)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def build_config(
+    data: str = "synth",
+    config_file: str | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Layer defaults, preset, file, flags and overrides; validate; return the Config."""
+    cfg = Config()
+    cfg.data.name = data
+    preset = data if ":" not in data and not Path(data).exists() else None
+    if preset is not None:
+        apply(cfg, load_preset(preset), source=f"preset {preset}")
+        cfg.data.name = data
+    if config_file:
+        apply(cfg, load_yaml_file(config_file), source=str(config_file))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_value(cfg, key, value)
+    if cfg.method.name == "fixmatch":
+        # The paper's Table 3 baseline: one element of all K frames, temporal warping as the
+        # strong augmentation, a fixed confidence threshold. Later overrides still win.
+        apply(cfg, fixmatch_method_keys(sum(cfg.method.elements)))
+    for text in overrides or []:
+        set_value(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from its to_dict() form (checkpoints, run folders)."""
+    cfg = Config()
+    apply(cfg, copy.deepcopy(d))
+    return cfg
+
+
+def _choice(where: str, value: str, choices) -> None:
+    if value not in choices:
+        raise SefarError(f"{where} '{value}' is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
+
+
+def validate(cfg: Config) -> None:
+    from sefar_fast.models.sizes import ARCHS
+
+    m, d, o = cfg.method, cfg.data, cfg.optim
+    _choice("method", m.name, METHODS)
+    _choice("perturb", m.perturb, PERTURBS)
+    _choice("regulation", m.regulation, REGULATIONS)
+    _choice("teacher_mc", m.teacher_mc, TEACHER_MC)
+    _choice("mix_loss", m.mix_loss, MIX_LOSSES)
+    _choice("arch", cfg.model.arch, list(ARCHS))
+    _choice("device", cfg.run.device, DEVICES)
+    _choice("eval protocol", cfg.eval.protocol, PROTOCOLS)
+    if not (0 < d.label_rate <= 1):
+        raise SefarError(f"label rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled clips")
+    if not m.elements or any(n < 1 for n in m.elements):
+        raise SefarError(f"elements {m.elements} must be a non-empty list of positive frame counts, e.g. [2,2,4]")
+    if len(m.elements) > 1 and max(m.elements[:-1]) > m.elements[-1]:
+        raise SefarError(f"elements {m.elements}: the last (context) element must be the longest")
+    if m.mc_samples < 1:
+        raise SefarError(f"mc_samples {m.mc_samples} must be at least 1")
+    if not (0 <= m.channel_drop < 1):
+        raise SefarError(f"channel_drop {m.channel_drop} must be in [0, 1)")
+    if not (0 < m.ema_decay < 1):
+        raise SefarError(f"ema_decay {m.ema_decay} must be in (0, 1)")
+    if o.epochs < 1 or o.batch_size < 1 or o.accum_steps < 1:
+        raise SefarError("epochs, batch_size and accum_steps must be at least 1")
+    if m.name != "supervised" and m.warmup_epochs >= o.epochs:
+        raise SefarError(
+            f"warmup_epochs {m.warmup_epochs} leaves no semi-supervised epoch out of {o.epochs}: "
+            "raise --epochs or lower method.warmup_epochs"
+        )
+    if len(d.frame_size) != 2 or min(d.frame_size) < 1:
+        raise SefarError(f"data.frame_size {d.frame_size} must be [height, width]")
+    if d.crop > min(d.frame_size):
+        raise SefarError(f"data.crop {d.crop} is larger than the frames {d.frame_size}")
+    if len(d.scale_range) != 2 or d.scale_range[0] > d.scale_range[1]:
+        raise SefarError(f"data.scale_range {d.scale_range} must be [low, high]")
+    try:
+        t, s = (int(v) for v in cfg.eval.views.lower().split("x"))
+        assert t >= 1 and s >= 1
+    except (ValueError, AssertionError):
+        raise SefarError(f"eval views '{cfg.eval.views}' must look like TxS, e.g. 5x3 or 1x1") from None
+    if len(o.milestones) != len(o.lr_factors):
+        raise SefarError("optim.milestones and optim.lr_factors must have the same length")
+
+
+def eval_views(cfg: Config) -> tuple[int, int]:
+    t, s = (int(v) for v in cfg.eval.views.lower().split("x"))
+    return t, s

@@ -1,0 +1,1 @@
+"""Presets shipped with the package (YAML); see sefar_fast.config."""

@@ -1,0 +1,121 @@
+"""From a config to the clips a run uses: store, class names, labeled / unlabeled / val.
+
+Sources, by `data.name`:
+
+    synth                 the built-in synthetic set (generated on first use)
+    store:DIR             a clip store written by `sefar prepare`
+    <preset> + data.store a preset (gym99, ...) whose prepared store is given
+
+A store that carries an `unlabel` split (reference list folders do) is used as
+is; otherwise the `train` split is divided at `data.label_rate`, class-stratified
+and deterministic from `data.split_seed`, and the split is saved in the run
+folder so the run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sefar_fast.errors import SefarError
+
+
+@dataclass
+class Dataset:
+    name: str
+    store: object  # ClipStore
+    class_names: list[str]
+    labeled: list[int]
+    unlabeled: list[int]
+    val: list[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def labels(self, indices) -> np.ndarray:
+        return np.array([self.store.records[i].label for i in indices], dtype=np.int64)
+
+    def describe(self):
+        from rich.table import Table
+
+        t = Table(title=f"{self.name}: {self.num_classes} classes")
+        t.add_column("split")
+        t.add_column("clips", justify="right")
+        for name, idx in (("labeled", self.labeled), ("unlabeled", self.unlabeled), ("val", self.val)):
+            t.add_row(name, str(len(idx)))
+        return t
+
+
+def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Path:
+    """Path of the built-in synthetic store, generated (with a progress bar) on first use."""
+    from sefar_fast.cli.progress import progress_bar
+    from sefar_fast.data.synth import ensure_synth
+
+    with progress_bar("generating synth data", None) as bar:
+        def progress(done, total):
+            bar.set_total(total)
+            bar.advance(done - progress.last)
+            progress.last = done
+
+        progress.last = 0
+        return Path(ensure_synth(cache_dir=cache_dir, seed=seed, clips_per_class=clips_per_class, progress=progress))
+
+
+def _store_root(cfg) -> Path:
+    name = cfg.data.name
+    if name == "synth":
+        return synth_store(seed=cfg.data.synth_seed, clips_per_class=cfg.data.synth_clips_per_class)
+    if name.startswith("store:"):
+        return Path(name[len("store:"):])
+    if cfg.data.store:
+        return Path(cfg.data.store)
+    raise SefarError(
+        f"data '{name}' has no prepared clip store: run `sefar prepare {name} --root <dataset folder> --out <store>` "
+        "and train with --data store:<store>"
+    )
+
+
+def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
+    from sefar_fast.data.splits import stratified_split
+    from sefar_fast.data.store import ClipStore
+
+    store = ClipStore.open(_store_root(cfg))
+    names = list(store.class_names)
+    if cfg.data.num_classes and cfg.data.num_classes != len(names):
+        raise SefarError(
+            f"data '{cfg.data.name}' has {len(names)} classes but the config says data.num_classes="
+            f"{cfg.data.num_classes}; fix one of them"
+        )
+    train_pool = store.indices("train")
+    val = store.indices("val") or store.indices("test")
+    if not train_pool:
+        raise SefarError(f"store {_store_root(cfg)} has no 'train' split")
+    if not val:
+        raise SefarError(f"store {_store_root(cfg)} has no 'val' or 'test' split to validate on")
+    split_file = run_dir / "split.json" if run_dir else None
+    unl = store.indices("unlabel")
+    if unl:
+        labeled, unlabeled = train_pool, unl
+    elif split_file is not None and split_file.is_file():
+        saved = json.loads(split_file.read_text())
+        labeled, unlabeled = saved["labeled"], saved["unlabeled"]
+    else:
+        labels = np.array([store.records[i].label for i in train_pool])
+        lab_pos, unl_pos = stratified_split(labels, cfg.data.label_rate, cfg.data.split_seed)
+        labeled = [train_pool[i] for i in lab_pos]
+        unlabeled = [train_pool[i] for i in unl_pos]
+    if split_file is not None:
+        split_file.write_text(json.dumps({"label_rate": cfg.data.label_rate, "split_seed": cfg.data.split_seed,
+                                          "labeled": labeled, "unlabeled": unlabeled}))
+    return Dataset(cfg.data.name, store, names, list(labeled), list(unlabeled), list(val))
+
+
+def prepare_source(source: str, out: Path, *, root=None, short_side=256, fps=None, workers=None) -> dict:
+    """`sefar prepare`: decode a source once into a clip store; returns the summary."""
+    from sefar_fast.data.prepare import prepare_from_spec
+
+    return prepare_from_spec(source, out, root=root, short_side=short_side, fps=fps, workers=workers)

@@ -1,0 +1,221 @@
+"""Batches of uint8 clips from a clip store, deterministic, resumable and sharded by rank.
+
+Everything random is drawn on the host from explicit generators keyed by
+(seed, epoch[, sample position]), so a batch's content depends only on those numbers:
+the same on every run, after a resume, and whatever the number of producer threads.
+
+- Order: a permutation of `indices` from (seed, epoch) when `shuffle`, else as given.
+- Ranks: the order is cut to (drop_last) or padded by wrapping around to (not drop_last)
+  a multiple of `world_size`; rank r takes positions r, r + world_size, ... so every rank
+  gets the same number of samples. With padding a few clips appear twice in an epoch;
+  `index` in each batch lets evaluation count each clip once.
+- Frames: `sampling.sample_frames(num_frames, elements, rng)` with a generator from
+  (seed, epoch, global position) for `temporal="random"`; segment centres for
+  `temporal="centre"`; or a caller's `frame_fn(num_frames) -> int64 [K]` (multi-view
+  evaluation). View 2 (strong) re-draws frames in the same segments from the same generator.
+- Decoding: `pipeline.make_decoder` (DALI graph or PIL), run by `workers` producer threads
+  that keep `prefetch` batches in flight.
+
+A batch is a dict: `frames` uint8 [B, V, K, H0, W0, 3] on `device`, `labels` int64 [B]
+(-1 for unknown), `index` int64 [B] (store record indices).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from sefar_fast.data.pipeline import cover_box, make_decoder, resolve_backend
+from sefar_fast.data.store import ClipStore
+from sefar_fast.errors import SefarError
+
+SHUFFLE_STREAM, FRAMES_STREAM = 0, 1  # keep the permutation and the frame draws independent
+
+
+class ClipLoader:
+    """Iterate batches of clips from `store` records `indices`; see the module docstring."""
+
+    def __init__(self, store: ClipStore, indices: Sequence[int], *, elements: Sequence[int], batch_size: int,
+                 frame_size: tuple[int, int] = (64, 64), views: int = 1, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0, device="cpu", rank: int = 0, world_size: int = 1,
+                 temporal: str = "random", frame_fn: Callable[[int], np.ndarray] | None = None,
+                 backend: str = "auto", workers: int = 1, prefetch: int = 2, num_threads: int | None = None):
+        self.store = store
+        self.indices = np.asarray(list(indices), np.int64)
+        self.elements = [int(e) for e in elements]
+        self.num_frames = sum(self.elements)
+        self.batch_size = int(batch_size)
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+        self.views = int(views)
+        self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), int(seed)
+        self.device = torch.device(device)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.temporal, self.frame_fn = temporal, frame_fn
+        self.backend = resolve_backend(backend, self.device)
+        self.workers, self.prefetch = max(1, int(workers)), max(1, int(prefetch))
+        self.num_threads = num_threads or min(8, os.cpu_count() or 1)
+        self._order_cache = None
+        self._check_args()
+        self.epoch, self.position = 0, 0
+        self._local = threading.local()
+        self._decoders: list = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._sample_frames = None
+
+    def _check_args(self) -> None:
+        if len(self.indices) == 0:
+            raise SefarError("the loader was given no clips; check the split names and the list files")
+        if self.views not in (1, 2):
+            raise SefarError(f"views must be 1 or 2, got {self.views}")
+        if self.temporal not in ("random", "centre"):
+            raise SefarError(f"temporal must be 'random' or 'centre', got {self.temporal!r}")
+        if not 0 <= self.rank < self.world_size:
+            raise SefarError(f"rank {self.rank} is outside world size {self.world_size}")
+        if self.batch_size < 1 or min(self.elements, default=0) < 1:
+            raise SefarError(f"batch_size and elements must be positive, got {self.batch_size} and {self.elements}")
+        if len(self) == 0:
+            raise SefarError(
+                f"{len(self.indices)} clips make no full batch of {self.batch_size} on each of {self.world_size} "
+                f"ranks; lower the batch size or set drop_last=False"
+            )
+
+    # ---- epoch bookkeeping -----------------------------------------------------------------------------------------
+    def samples_per_rank(self) -> int:
+        n = len(self.indices)
+        return n // self.world_size if self.drop_last else -(-n // self.world_size)
+
+    def __len__(self) -> int:
+        m = self.samples_per_rank()
+        return m // self.batch_size if self.drop_last else -(-m // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (order and frame draws). A different epoch starts at its first batch;
+        the current one keeps its position, so a resumed loader continues where it stopped."""
+        if int(epoch) != self.epoch:
+            self.epoch, self.position = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions into `indices` for the whole epoch (all ranks), cut or padded to a multiple of world_size."""
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        n = len(self.indices)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch, SHUFFLE_STREAM]).permutation(n)
+        else:
+            order = np.arange(n)
+        total = self.samples_per_rank() * self.world_size
+        order = np.resize(order, total)  # np.resize repeats from the start when padding
+        self._order_cache = (epoch, order)
+        return order
+
+    def rank_positions(self, epoch: int) -> np.ndarray:
+        """Global epoch positions this rank takes, in its order."""
+        return np.arange(self.rank, self.samples_per_rank() * self.world_size, self.world_size)
+
+    # ---- what one batch holds --------------------------------------------------------------------------------------
+    def frame_indices(self, record: int, epoch: int, global_position: int) -> np.ndarray:
+        """Frame indices int64 [V, K] for one sample."""
+        num_frames = self.store.records[record].num_frames
+        if self.frame_fn is not None:
+            one = np.asarray(self.frame_fn(num_frames), np.int64)
+            views = [one] * self.views
+        else:
+            if self._sample_frames is None:
+                from sefar_fast.data.sampling import sample_frames  # imported late: a sibling module
+
+                self._sample_frames = sample_frames
+            if self.temporal == "centre":
+                views = [np.asarray(self._sample_frames(num_frames, self.elements, None), np.int64)] * self.views
+            else:
+                rng = np.random.default_rng([self.seed, epoch, FRAMES_STREAM, int(global_position)])
+                views = [np.asarray(self._sample_frames(num_frames, self.elements, rng), np.int64)
+                         for _ in range(self.views)]
+        out = np.stack(views)
+        if out.shape[1] != self.num_frames or out.min() < 0 or out.max() >= num_frames:
+            raise SefarError(
+                f"clip {self.store.records[record].clip_id!r}: frame indices {out.tolist()} do not fit "
+                f"{num_frames} frames and elements {self.elements}"
+            )
+        return out
+
+    def plan_batch(self, epoch: int, batch: int) -> dict:
+        """Host-side description of one batch: records, frame indices, labels (no decoding)."""
+        order = self.epoch_order(epoch)
+        positions = self.rank_positions(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        records = self.indices[order[positions]]
+        frames = np.stack([self.frame_indices(int(r), epoch, int(p)) for r, p in zip(records, positions)])
+        labels = np.array([self.store.records[int(r)].label for r in records], np.int64)
+        return {"records": records, "frames": frames, "labels": labels}
+
+    # ---- decoding --------------------------------------------------------------------------------------------------
+    def _decoder(self):
+        dec = getattr(self._local, "decoder", None)
+        if dec is None:
+            max_frames = self.batch_size * self.views * self.num_frames
+            dec = make_decoder(self.backend, self.frame_size, self.device, max_frames, self.num_threads)
+            self._local.decoder = dec
+            self._decoders.append(dec)
+        return dec
+
+    def _produce(self, epoch: int, batch: int) -> dict:
+        plan = self.plan_batch(epoch, batch)
+        h0, w0 = self.frame_size
+        jpegs, boxes = [], []
+        for r, frame_ids in zip(plan["records"], plan["frames"]):
+            rec = self.store.records[int(r)]
+            box = cover_box(rec.height, rec.width, h0, w0)
+            for f in frame_ids.reshape(-1):
+                jpegs.append(self.store.read_jpeg(int(r), int(f)))
+                boxes.append(box)
+        frames = self._decoder().decode(jpegs, np.asarray(boxes, np.float32))
+        b = len(plan["records"])
+        return {
+            "frames": frames.view(b, self.views, self.num_frames, h0, w0, 3),
+            "labels": torch.from_numpy(plan["labels"]).to(self.device),
+            "index": torch.from_numpy(plan["records"].copy()).to(self.device),
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.position >= len(self):  # the last pass finished: go on with the next epoch
+            self.epoch, self.position = self.epoch + 1, 0
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sefar-loader")
+        epoch, total = self.epoch, len(self)
+        pending: deque = deque()
+        next_batch = self.position
+        try:
+            while self.position < total:
+                while next_batch < total and len(pending) < self.prefetch:
+                    pending.append(self._pool.submit(self._produce, epoch, next_batch))
+                    next_batch += 1
+                out = pending.popleft().result()
+                if out["frames"].is_cuda:  # made on a producer's stream: keep it alive for the consumer's
+                    out["frames"].record_stream(torch.cuda.current_stream(out["frames"].device))
+                self.position += 1
+                yield out
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def close(self) -> None:
+        """Stop the producer threads and release the decoders."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for dec in self._decoders:
+            dec.close()
+        self._decoders = []
+        self._local = threading.local()

@@ -1,0 +1,23 @@
+"""Models: the TimeSformer backbone, the SeFAR network (elements + fusion head), pretrained loading, sizes."""
+
+from sefar_fast.models.pretrained import PretrainedReport, load_pretrained, read_vit_state
+from sefar_fast.models.sefar_net import FusionHead, SefarNet, build_model, element_groups
+from sefar_fast.models.sizes import ARCHS, FUSION_DIM, ArchSpec, arch_spec, count_flops, num_patches
+from sefar_fast.models.timesformer import TimeSformer
+
+__all__ = [
+    "ARCHS",
+    "FUSION_DIM",
+    "ArchSpec",
+    "FusionHead",
+    "PretrainedReport",
+    "SefarNet",
+    "TimeSformer",
+    "arch_spec",
+    "build_model",
+    "count_flops",
+    "element_groups",
+    "load_pretrained",
+    "num_patches",
+    "read_vit_state",
+]

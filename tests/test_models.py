@@ -1,0 +1,499 @@
+"""Models: sizes, shapes, attention paths, element batching, fusion head, dropout, checkpointing,
+pretrained loading (.pth / .safetensors / .npz) against a plain ViT written here, FLOP count."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sefar_fast.errors import SefarError
+from sefar_fast.models import ARCHS, build_model, count_flops, load_pretrained
+from sefar_fast.models.timesformer import drop_path
+
+COMBOS = [[2, 2, 4], [2, 4], [2, 2, 2, 4], [2, 2, 6], [2, 2, 8], [8]]
+
+
+def perturb(module: nn.Module, seed: int, scale: float = 0.1) -> None:
+    """Add noise to every parameter so zero-initialised parts (temporal_fc, time embeds) matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def clips(b, k, s, seed=0):
+    return torch.randn(b, k, 3, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ sizes and shapes
+
+
+def test_unknown_arch_and_bad_sizes_are_user_errors():
+    with pytest.raises(SefarError, match="vit-t, vit-s, vit-b, vit-pico, vit-test"):
+        build_model("vit-xl", 5, [2, 2, 4], img_size=32)
+    with pytest.raises(SefarError, match="multiple of the patch size 8"):
+        build_model("vit-test", 5, [2, 2, 4], img_size=20)
+    with pytest.raises(SefarError, match="elements"):
+        build_model("vit-test", 5, [2, 0], img_size=16)
+
+
+def test_vit_b_parameter_count_equals_the_reference():
+    net = build_model("vit-b", 99, [2, 2, 4], img_size=224, device="meta")
+    assert sum(p.numel() for p in net.parameters()) == 122_269_539
+
+
+# timm's ViT-{T,S,B}/16 at 224 without the classifier (vit_*_patch16_224 minus head.*).
+TIMM_VIT_NO_HEAD = {"vit-t": 5_524_416, "vit-s": 21_665_664, "vit-b": 85_798_656}
+
+
+@pytest.mark.parametrize("arch", ["vit-t", "vit-s", "vit-b"])
+@pytest.mark.parametrize("elements", [[2, 2, 4], [8]])
+def test_parameter_count_is_vit_plus_temporal_parts_plus_head(arch, elements):
+    net = build_model(arch, 99, elements, img_size=224, device="meta")
+    d, depth = ARCHS[arch].dim, ARCHS[arch].depth
+    temporal_per_block = 2 * d + (3 * d * d + 3 * d) + 2 * (d * d + d)  # temporal_norm1, qkv, proj, temporal_fc
+    g = len(elements)
+    pairs = g * (g - 1) // 2
+    head = (g > 1) * (2 * d * 256 + 256 + 512) + (d * 256 + 256 + 512)  # pair / unary Linear + LN
+    head += (g + pairs) * 256 * 256 + 256 + 512 + 256 * 99 + 99  # fusion Linear + LN, classifier
+    expected = TIMM_VIT_NO_HEAD[arch] + depth * temporal_per_block + sum(elements) * d + head
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+@pytest.mark.parametrize("elements", COMBOS)
+def test_forward_shapes_every_element_combo(elements):
+    net = build_model("vit-test", 7, elements, img_size=16).eval()
+    x = clips(3, sum(elements), 16)
+    cls = net.element_cls(x)
+    assert [tuple(c.shape) for c in cls] == [(3, 32)] * len(elements)
+    assert net.features(x).shape == (3, 256)
+    assert net(x).shape == (3, 7)
+    assert torch.isfinite(net(x)).all()
+
+
+@pytest.mark.parametrize(
+    "arch,img,patch", [("vit-test", 24, None), ("vit-pico", 16, None), ("vit-s", 32, 16), ("vit-test", 16, 4)]
+)
+def test_forward_shapes_other_sizes(arch, img, patch):
+    net = build_model(arch, 3, [2, 2, 4], img_size=img, patch_size=patch).eval()
+    assert net.backbone.num_patches == (img // (patch or ARCHS[arch].patch_size)) ** 2
+    assert net(clips(2, 8, img)).shape == (2, 3)
+
+
+def test_wrong_input_shape_is_a_user_error():
+    net = build_model("vit-test", 3, [2, 2, 4], img_size=16)
+    with pytest.raises(SefarError, match=r"\[B, 8, 3, S, S\]"):
+        net(clips(2, 6, 16))
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a, b, c = (build_model("vit-test", 3, [2, 4], img_size=16, seed=s) for s in (1, 1, 2))
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+        if pa.std() > 0 and "norm" not in name:
+            assert not torch.equal(pa, pc), name
+    assert all((t == 0).all() for t in a.time_embed)
+    assert all((blk.temporal_fc.weight == 0).all() for blk in a.backbone.blocks)
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def test_sdpa_and_manual_attention_give_the_same_numbers():
+    net = build_model("vit-pico", 5, [2, 2, 4], img_size=16).eval()
+    perturb(net, 0)
+    x = clips(2, 8, 16)
+    with torch.no_grad():
+        sdpa = net(x)
+        net.set_attention("manual")
+        manual = net(x)
+    assert torch.allclose(sdpa, manual, atol=1e-5, rtol=1e-4)
+    with pytest.raises(SefarError, match="sdpa, manual"):
+        net.set_attention("flash")
+
+
+def reference_timesformer_cls(bb, frames, time_embed, heads):
+    """Divided space-time attention written out per patch position and per frame, from the weights of `bb`.
+
+    frames [B, T, 3, S, S], time_embed [1, T, D] -> final-LN cls [B, D].
+    """
+    def ln(mod, v):
+        return F.layer_norm(v, v.shape[-1:], mod.weight, mod.bias, 1e-6)
+
+    def attend(mod, v):  # v [M, L, D]
+        m, length, d = v.shape
+        q, k, vv = (v @ mod.qkv.weight.T + mod.qkv.bias).chunk(3, -1)
+        out = []
+        for h in range(heads):
+            sl = slice(h * d // heads, (h + 1) * d // heads)
+            w = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d // heads), -1)
+            out.append(w @ vv[..., sl])
+        return torch.cat(out, -1) @ mod.proj.weight.T + mod.proj.bias
+
+    b, t = frames.shape[:2]
+    w = bb.patch_embed.proj.weight
+    pt = torch.stack([F.conv2d(frames[:, i], w, bb.patch_embed.proj.bias, stride=w.shape[-1]) for i in range(t)], 1)
+    pt = pt.flatten(3).transpose(2, 3)  # [B, T, N, D]
+    pt = pt + bb.pos_embed[:, None, 1:] + time_embed[:, :, None]
+    cls = bb.cls_token[:, 0] + bb.pos_embed[:, 0]  # [1, D]
+    cls = cls.expand(b, -1)
+    n = pt.shape[2]
+    for blk in bb.blocks:
+        pt = pt + torch.stack([blk.temporal_fc(attend(blk.temporal_attn, ln(blk.temporal_norm1, pt[:, :, j])))
+                               for j in range(n)], 2)
+        cls_out, new_pt = [], []
+        for i in range(t):
+            seq = torch.cat([cls[:, None], pt[:, i]], 1)
+            res = attend(blk.attn, ln(blk.norm1, seq))
+            cls_out.append(res[:, 0])
+            new_pt.append(pt[:, i] + res[:, 1:])
+        cls = cls + torch.stack(cls_out, 0).mean(0)
+        pt = torch.stack(new_pt, 1)
+        cls = cls + blk.mlp(ln(blk.norm2, cls))
+        pt = pt + blk.mlp(ln(blk.norm2, pt))
+    return ln(bb.norm, cls)
+
+
+def test_backbone_matches_divided_attention_written_out():
+    net = build_model("vit-pico", 5, [2, 4], img_size=16).eval()
+    perturb(net, 8)
+    x = clips(2, 6, 16, seed=3)
+    with torch.no_grad():
+        ours = net.element_cls(x)
+        for i, (start, t) in enumerate([(0, 2), (2, 4)]):
+            ref = reference_timesformer_cls(net.backbone, x[:, start : start + t], net.time_embed[i], heads=4)
+            assert torch.allclose(ours[i], ref, atol=1e-4), i
+
+
+def test_batched_equal_length_elements_equal_separate_passes():
+    elements = [2, 2, 4, 2]
+    net = build_model("vit-test", 5, elements, img_size=16).eval()
+    perturb(net, 1)
+    assert net.groups == [(2, [0, 1, 3]), (4, [2])]
+    x = clips(3, sum(elements), 16, seed=2)
+    with torch.no_grad():
+        grouped = net.element_cls(x)
+        start = 0
+        for i, t in enumerate(elements):
+            alone = net.backbone(x[:, start : start + t], net.time_embed[i])
+            assert torch.allclose(grouped[i], alone, atol=1e-5), i
+            start += t
+
+
+def test_time_embedding_of_each_element_is_its_own():
+    net = build_model("vit-test", 5, [2, 2, 4], img_size=16).eval()
+    perturb(net, 3)
+    x = clips(2, 8, 16)
+    x[:, 2:4] = x[:, 0:2]  # the two fine elements see the same frames
+    with torch.no_grad():
+        f = net.element_cls(x)
+        assert not torch.allclose(f[0], f[1])  # ...but have different time embeddings
+        net.time_embed[1].copy_(net.time_embed[0])
+        f = net.element_cls(x)
+        assert torch.allclose(f[0], f[1], atol=1e-6)
+
+
+def hand_fusion(head, cls):
+    """The fusion head written out from its weights, pairs in lexicographic order."""
+    def branch(fc, norm, v):
+        return F.layer_norm(F.gelu(v @ fc.weight.T + fc.bias), (256,), norm.weight, norm.bias, 1e-6)
+
+    g = len(cls)
+    parts = [
+        branch(head.pair_fc, head.pair_norm, torch.cat([cls[i], cls[j]], -1)) for i in range(g) for j in range(i + 1, g)
+    ]
+    parts += [branch(head.unary_fc, head.unary_norm, c) for c in cls]
+    return branch(head.fuse_fc, head.fuse_norm, torch.cat(parts, -1))
+
+
+@pytest.mark.parametrize("elements", [[2, 2, 4], [2, 2, 2, 4], [8]])
+def test_fusion_head_matches_hand_computation(elements):
+    net = build_model("vit-test", 6, elements, img_size=16).eval()
+    perturb(net, 4)
+    g = len(elements)
+    assert net.head.fuse_fc.in_features == (g + g * (g - 1) // 2) * 256
+    assert (net.head.pair_fc is None) == (g == 1)
+    x = clips(2, sum(elements), 16)
+    with torch.no_grad():
+        cls = net.element_cls(x)
+        feat = net.features(x)
+        assert torch.allclose(feat, hand_fusion(net.head, cls), atol=1e-5)
+        logits = net(x)
+        assert torch.allclose(logits, feat @ net.head.classifier.weight.T + net.head.classifier.bias, atol=1e-5)
+
+
+# ------------------------------------------------------------------ dropout and MC
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_only_the_head_dropout_has_positive_p(arch):
+    net = build_model(arch, 10, [2, 2, 4], img_size=32, patch_size=16, device="meta")
+    dropouts = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    assert [(n, m.p) for n, m in dropouts] == [("head.dropout", 0.5)]
+
+
+def test_head_keep_mask_equals_module_dropout_with_the_same_mask():
+    net = build_model("vit-test", 6, [2, 2, 4], img_size=16).train()
+    feat = torch.randn(4, 256, generator=torch.Generator().manual_seed(0))
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        via_module = net.head_logits(feat)
+        torch.manual_seed(123)
+        mask = F.dropout(torch.ones_like(feat), p=0.5, training=True)  # the same draw nn.Dropout makes
+    assert set(mask.unique().tolist()) <= {0.0, 2.0}
+    assert torch.allclose(via_module, net.head_logits(feat, keep_mask=mask), atol=1e-6)
+
+
+def test_keep_masks_broadcast_over_samples_and_follow_their_generator():
+    net = build_model("vit-test", 6, [2, 2, 4], img_size=16)
+    masks = net.draw_keep_masks((10, 4), generator=torch.Generator().manual_seed(5))
+    again = net.draw_keep_masks((10, 4), generator=torch.Generator().manual_seed(5))
+    assert masks.shape == (10, 4, 256) and torch.equal(masks, again)
+    assert set(masks.unique().tolist()) == {0.0, 2.0}
+    assert abs((masks > 0).float().mean().item() - 0.5) < 0.05
+    feat = torch.randn(4, 256)
+    logits = net.head_logits(feat, keep_mask=masks)
+    assert logits.shape == (10, 4, 6)
+    assert torch.allclose(logits[3], net.head.classifier(feat * masks[3]))
+
+
+def test_drop_path_drops_whole_samples():
+    x = torch.randn(64, 5, 3) + 3.0
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        y = drop_path(x, 0.25, training=True)
+    kept = (y != 0).flatten(1)
+    assert (kept.all(1) | ~kept.any(1)).all()  # each sample kept or dropped as a whole
+    assert 0 < (~kept.any(1)).sum() < 64
+    assert torch.allclose(y[kept.all(1)], x[kept.all(1)] / 0.75)
+    assert torch.equal(drop_path(x, 0.25, training=False), x)
+
+
+def test_mc_dropout_mode_varies_only_the_head():
+    net = build_model("vit-pico", 6, [2, 2, 4], img_size=16, drop_path=0.5)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        x = clips(2, 8, 16)
+        net.train()
+        assert not torch.equal(net.features(x), net.features(x))  # DropPath draws in train mode
+    net.enable_mc_dropout()
+    assert not net.backbone.training and not net.backbone.blocks[0].training and net.head.dropout.training
+    x = clips(2, 8, 16)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        assert torch.equal(net.features(x), net.features(x))  # DropPath is off
+        assert not torch.equal(net(x), net(x))  # the head dropout is on
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    net = build_model("vit-pico", 4, [2, 2, 4], img_size=16, drop_path=0.3).train()  # depth 4: DropPath active
+    perturb(net, 6, scale=0.02)
+    x, y = clips(3, 8, 16), torch.tensor([0, 3, 1])
+
+    def grads(checkpointing):
+        net.set_grad_checkpointing(checkpointing)
+        net.zero_grad()
+        with torch.random.fork_rng():
+            torch.manual_seed(7)  # same DropPath and head-dropout draws
+            F.cross_entropy(net(x), y).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys()
+    for name in plain:
+        assert torch.allclose(plain[name], ckpt[name], atol=1e-6), name
+    assert plain["backbone.blocks.0.temporal_fc.weight"].abs().sum() > 0
+
+
+def test_forward_is_captured_as_one_graph():
+    net = build_model("vit-test", 4, [2, 2, 4], img_size=16).eval()
+    compiled = torch.compile(net, backend="eager", fullgraph=True)
+    x = clips(2, 8, 16)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), net(x), atol=1e-6)
+
+
+# ------------------------------------------------------------------ FLOPs
+
+
+def test_flop_count_matches_counted_matmuls():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    elements = [2, 2, 4]
+    net = build_model("vit-test", 9, elements, img_size=24, attn="manual").eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(clips(1, 8, 24))
+    assert count_flops("vit-test", 24, elements, num_classes=9) == counter.get_total_flops()
+
+
+def test_flop_count_of_vit_b_matches_the_reference_estimate():
+    # 24.5 GMACs per 224^2 frame for a TimeSformer ViT-B/16 (ViT linear layers + temporal attention).
+    flops = count_flops("vit-b", 224, [2, 2, 4], num_classes=99)
+    assert flops == pytest.approx(2 * 8 * 24.5e9, rel=0.01)
+
+
+# ------------------------------------------------------------------ pretrained weights
+
+
+def random_vit_state(dim=32, depth=1, heads=2, patch=8, grid=2, classes=10, seed=0):
+    """A random timm-layout ViT state dict (with a classifier head)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=0.2):
+        return scale * torch.randn(*shape, generator=g)
+
+    sd = {
+        "patch_embed.proj.weight": r(dim, 3, patch, patch),
+        "patch_embed.proj.bias": r(dim),
+        "cls_token": r(1, 1, dim),
+        "pos_embed": r(1, 1 + grid * grid, dim),
+        "norm.weight": 1 + r(dim),
+        "norm.bias": r(dim),
+        "head.weight": r(classes, dim),
+        "head.bias": r(classes),
+    }
+    for i in range(depth):
+        b = f"blocks.{i}."
+        sd |= {
+            b + "norm1.weight": 1 + r(dim), b + "norm1.bias": r(dim),
+            b + "attn.qkv.weight": r(3 * dim, dim), b + "attn.qkv.bias": r(3 * dim),
+            b + "attn.proj.weight": r(dim, dim), b + "attn.proj.bias": r(dim),
+            b + "norm2.weight": 1 + r(dim), b + "norm2.bias": r(dim),
+            b + "mlp.fc1.weight": r(4 * dim, dim), b + "mlp.fc1.bias": r(4 * dim),
+            b + "mlp.fc2.weight": r(dim, 4 * dim), b + "mlp.fc2.bias": r(dim),
+        }
+    return sd
+
+
+def plain_vit_cls(sd, images, heads):
+    """A plain ViT forward from a timm state dict: final-LN cls token of each image [M, 3, S, S]."""
+    w = sd["patch_embed.proj.weight"]
+    x = F.conv2d(images, w, sd["patch_embed.proj.bias"], stride=w.shape[-1]).flatten(2).transpose(1, 2)
+    m, d = x.shape[0], x.shape[-1]
+    x = torch.cat([sd["cls_token"].expand(m, 1, d), x], 1) + sd["pos_embed"]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    for i in range(depth):
+        p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
+        h = F.layer_norm(x, (d,), p("norm1.weight"), p("norm1.bias"), 1e-6)
+        q, k, v = (h @ p("attn.qkv.weight").T + p("attn.qkv.bias")).split(d, -1)
+        q, k, v = (t.reshape(m, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // heads), -1) @ v
+        x = x + a.transpose(1, 2).reshape(m, -1, d) @ p("attn.proj.weight").T + p("attn.proj.bias")
+        h = F.layer_norm(x, (d,), p("norm2.weight"), p("norm2.bias"), 1e-6)
+        h = F.gelu(h @ p("mlp.fc1.weight").T + p("mlp.fc1.bias"))
+        x = x + h @ p("mlp.fc2.weight").T + p("mlp.fc2.bias")
+    return F.layer_norm(x, (d,), sd["norm.weight"], sd["norm.bias"], 1e-6)[:, 0]
+
+
+def timm_to_npz(sd, heads, big_vision=False):
+    """timm ViT names -> vit_jax (or big_vision) .npz names and layouts, written independently of the loader."""
+    mha, ln2, mlp = (0, 1, 0) if big_vision else (1, 2, 3)
+    d = sd["norm.weight"].shape[0]
+    a = lambda t: t.detach().numpy().copy()  # noqa: E731
+    out = {
+        "embedding/kernel": a(sd["patch_embed.proj.weight"].permute(2, 3, 1, 0)),  # OIHW -> HWIO
+        "embedding/bias": a(sd["patch_embed.proj.bias"]),
+        "cls": a(sd["cls_token"]),
+        "Transformer/posembed_input/pos_embedding": a(sd["pos_embed"]),
+        "Transformer/encoder_norm/scale": a(sd["norm.weight"]),
+        "Transformer/encoder_norm/bias": a(sd["norm.bias"]),
+        "head/kernel": a(sd["head.weight"].T),
+        "head/bias": a(sd["head.bias"]),
+    }
+    i = 0
+    while f"blocks.{i}.norm1.weight" in sd:
+        p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
+        blk = f"Transformer/encoderblock_{i}/"
+        att = f"{blk}MultiHeadDotProductAttention_{mha}/"
+        out[blk + "LayerNorm_0/scale"], out[blk + "LayerNorm_0/bias"] = a(p("norm1.weight")), a(p("norm1.bias"))
+        wq, wk, wv = p("attn.qkv.weight").chunk(3, 0)
+        bq, bk, bv = p("attn.qkv.bias").chunk(3, 0)
+        for name, wt, bt in (("query", wq, bq), ("key", wk, bk), ("value", wv, bv)):
+            out[f"{att}{name}/kernel"] = a(wt.T.reshape(d, heads, d // heads))
+            out[f"{att}{name}/bias"] = a(bt.reshape(heads, d // heads))
+        out[f"{att}out/kernel"] = a(p("attn.proj.weight").T.reshape(heads, d // heads, d))
+        out[f"{att}out/bias"] = a(p("attn.proj.bias"))
+        out[f"{blk}LayerNorm_{ln2}/scale"], out[f"{blk}LayerNorm_{ln2}/bias"] = a(p("norm2.weight")), a(p("norm2.bias"))
+        for r in (0, 1):
+            out[f"{blk}MlpBlock_{mlp}/Dense_{r}/kernel"] = a(p(f"mlp.fc{r + 1}.weight").T)
+            out[f"{blk}MlpBlock_{mlp}/Dense_{r}/bias"] = a(p(f"mlp.fc{r + 1}.bias"))
+        i += 1
+    return out
+
+
+def test_pretrained_backbone_with_one_frame_is_the_plain_vit(tmp_path):
+    sd = random_vit_state(dim=32, depth=1, heads=2, grid=2)
+    torch.save(sd, tmp_path / "vit.pth")
+    net = build_model("vit-test", 5, [1, 2], img_size=16)
+    report = load_pretrained(net, tmp_path / "vit.pth")
+    assert report.dropped == ["head.bias", "head.weight"]
+    assert report.missing == [] and report.unexpected == []
+    assert sorted(report.kept_init) == sorted(
+        [f"backbone.blocks.0.temporal_fc.{w}" for w in ("weight", "bias")]
+        + [k for k in net.state_dict() if not k.startswith("backbone.")]
+    )
+    blk = net.backbone.blocks[0]
+    assert torch.equal(blk.temporal_attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
+    assert torch.equal(blk.temporal_norm1.bias, sd["blocks.0.norm1.bias"])
+    assert (blk.temporal_fc.weight == 0).all() and (blk.temporal_fc.bias == 0).all()
+
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = net.eval().backbone(images[:, None], net.time_embed[0])  # T=1, zero time embedding
+        assert torch.allclose(ours, plain_vit_cls(sd, images, heads=2), atol=1e-5)
+        # The SeFAR net's one-frame element sees the same.
+        x = torch.cat([images[:, None], images[:, None].expand(3, 2, 3, 16, 16)], 1)
+        assert torch.allclose(net.element_cls(x)[0], plain_vit_cls(sd, images, heads=2), atol=1e-5)
+
+
+@pytest.mark.parametrize("big_vision", [False, True])
+def test_pth_safetensors_and_npz_load_the_same_weights(tmp_path, big_vision):
+    from safetensors.torch import save_file
+
+    sd = random_vit_state(dim=32, depth=1, heads=2, grid=2, seed=3)
+    torch.save({"epoch": 3, "model": sd}, tmp_path / "nested.pth")
+    save_file(sd, str(tmp_path / "vit.safetensors"))
+    np.savez(tmp_path / "vit.npz", **timm_to_npz(sd, heads=2, big_vision=big_vision))
+    loaded = {}
+    for name in ("nested.pth", "vit.safetensors", "vit.npz"):
+        net = build_model("vit-test", 5, [2, 2, 4], img_size=16, seed=9)
+        report = load_pretrained(net, tmp_path / name)
+        assert report.missing == [] and report.unexpected == [], name
+        loaded[name] = net.backbone.state_dict()
+    for key, value in sd.items():
+        if not key.startswith("head."):
+            assert torch.equal(loaded["nested.pth"][key], value), key
+    for name in ("vit.safetensors", "vit.npz"):
+        for key, value in loaded["nested.pth"].items():
+            assert torch.allclose(loaded[name][key], value, atol=1e-7), (name, key)
+
+
+def test_pos_embed_on_another_grid_is_resized(tmp_path):
+    sd = random_vit_state(dim=32, grid=2)
+    constant = torch.arange(32.0)
+    sd["pos_embed"][0, 1:] = constant  # every patch position the same vector
+    torch.save(sd, tmp_path / "vit.pth")
+    net = build_model("vit-test", 5, [2, 4], img_size=32)  # grid 4
+    report = load_pretrained(net, tmp_path / "vit.pth")
+    assert report.pos_embed_resized == (2, 4)
+    pos = net.backbone.pos_embed
+    assert pos.shape == (1, 17, 32)
+    assert torch.equal(pos[0, 0], sd["pos_embed"][0, 0])  # the cls position is not interpolated
+    assert torch.allclose(pos[0, 1:], constant.expand(16, 32), atol=1e-4)  # interpolation keeps constants
+
+
+def test_mismatched_weights_are_user_errors(tmp_path):
+    torch.save(random_vit_state(dim=32, depth=1), tmp_path / "tiny.pth")
+    with pytest.raises(SefarError, match=r"tiny\.pth.*width 32 and depth 1.*width 128 and depth 4"):
+        load_pretrained(build_model("vit-pico", 5, [2, 4], img_size=16), tmp_path / "tiny.pth")
+    with pytest.raises(SefarError, match=r"patch_embed\.proj\.weight has shape \(32, 3, 8, 8\).*\(32, 3, 4, 4\)"):
+        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16, patch_size=4), tmp_path / "tiny.pth")
+    with pytest.raises(SefarError, match="not found"):
+        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16), tmp_path / "absent.pth")
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(SefarError, match="unknown suffix"):
+        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16), tmp_path / "w.bin")

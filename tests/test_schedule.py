@@ -1,0 +1,43 @@
+"""Learning-rate steps, linear scaling, milestone scaling and the xi ramp at hand-computed points."""
+
+import math
+
+import pytest
+
+from sefar_fast.train.schedule import lr_at, scaled_lr, scaled_milestones, xi
+
+
+def test_lr_steps_at_25_and_28_of_30():
+    cases = [(0.0, 0.005), (10.5, 0.005), (24.999, 0.005), (25.0, 0.0005), (27.9, 0.0005), (28.0, 5e-5), (29.99, 5e-5)]
+    for epoch, lr in cases:
+        assert lr_at(epoch, 0.005, [25, 28]) == pytest.approx(lr)
+    assert lr_at(5, 0.01, [2, 4, 6], [0.5, 0.25, 0.125]) == pytest.approx(0.0025)
+    with pytest.raises(ValueError):
+        lr_at(1, 0.1, [1, 2], [0.1])
+
+
+def test_linear_scaling_with_the_effective_labeled_batch():
+    assert scaled_lr(0.005, 64) == pytest.approx(0.005)
+    assert scaled_lr(0.005, 8) == pytest.approx(0.000625)
+    assert scaled_lr(0.005, 256) == pytest.approx(0.02)
+    assert scaled_lr(0.01, 32, ref_batch=16) == pytest.approx(0.02)
+
+
+def test_milestones_scale_with_the_run_length():
+    assert scaled_milestones(30) == [25, 28]
+    assert scaled_milestones(60) == [50, 56]
+    assert scaled_milestones(10) == [8, 9]
+    assert scaled_milestones(12) == [10, 11]
+    assert scaled_milestones(3) == [2, 3]  # 2.5 rounds half to even
+    assert scaled_milestones(20, [0.5]) == [10]
+
+
+def test_xi_ramp():
+    assert [xi(e, 5, 30) for e in range(5)] == [0.0] * 5
+    assert xi(5, 5, 30) == pytest.approx(0.0628, abs=1e-4)  # sin(pi/50)
+    assert xi(17, 5, 30) == pytest.approx(math.sin(math.pi / 2 * 13 / 25))
+    assert xi(29, 5, 30) == pytest.approx(1.0)
+    assert xi(35, 5, 30) == pytest.approx(1.0)  # capped after the last epoch
+    assert xi(0, 0, 4) == pytest.approx(math.sin(math.pi / 8))
+    values = [xi(e, 5, 30) for e in range(5, 30)]
+    assert all(a < b for a, b in zip(values, values[1:]))
