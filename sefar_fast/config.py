@@ -32,6 +32,7 @@ REGULATIONS = ("adaptive", "threshold", "none")
 TEACHER_MC = ("head", "full")
 MIX_LOSSES = ("mse", "soft-ce")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adamw")
 PROTOCOLS = ("multiview", "reference")
 
 
@@ -86,6 +87,7 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # sgd (the paper) | adamw (for models trained from scratch, e.g. the synth preset)
     epochs: int = 30
     batch_size: int = 8  # labeled clips per step per process
     accum_steps: int = 1  # micro-steps per optimizer step
@@ -114,7 +116,8 @@ class RunConfig:
     compile: bool | None = None  # None: on for CUDA
     amp: bool | None = None  # bf16 autocast; None: on for CUDA
     log_every: int = 20
-    keep: int = 1
+    keep: int = 1  # epoch-NNN.safetensors checkpoints kept besides last/best (0: none)
+    ckpt_every_steps: int = 0  # also write last.* every N optimizer steps (0: only at epoch ends)
 
 
 @dataclass
@@ -317,6 +320,7 @@ def validate(cfg: Config) -> None:
     _choice("mix_loss", m.mix_loss, MIX_LOSSES)
     _choice("arch", cfg.model.arch, list(ARCHS))
     _choice("device", cfg.run.device, DEVICES)
+    _choice("optimizer", cfg.optim.name, OPTIMIZERS)
     _choice("eval protocol", cfg.eval.protocol, PROTOCOLS)
     if not (0 < d.label_rate <= 1):
         raise SefarError(f"label rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled clips")
@@ -348,6 +352,8 @@ def validate(cfg: Config) -> None:
         assert t >= 1 and s >= 1
     except (ValueError, AssertionError):
         raise SefarError(f"eval views '{cfg.eval.views}' must look like TxS, e.g. 5x3 or 1x1") from None
+    if cfg.run.keep < 0 or cfg.run.ckpt_every_steps < 0 or cfg.run.log_every < 1:
+        raise SefarError("run.keep and run.ckpt_every_steps must be >= 0 and run.log_every >= 1")
     if len(o.milestones) != len(o.lr_factors):
         raise SefarError("optim.milestones and optim.lr_factors must have the same length")
 

@@ -21,7 +21,8 @@ def write_video(path, n=10, size=(16, 16), codec="libx264", rate=10):
         s.height, s.width = size
         s.pix_fmt = "yuv420p"
         for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(np.full((*size, 3), (20 * i) % 250, np.uint8), format="rgb24")):
+            pixels = np.full((*size, 3), (20 * i) % 250, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
@@ -49,7 +50,8 @@ def test_folder_per_class_with_and_without_split_dirs(tmp_path):
     touch(tmp_path / "split" / "train" / "a" / "x.mp4")
     touch(tmp_path / "split" / "val" / "b" / "x.mp4")
     src = load_source(f"folder:{tmp_path / 'split'}")
-    assert sorted((c.clip_id, c.label, c.split) for c in src.clips) == [("train/a/x", 0, "train"), ("val/b/x", 1, "val")]
+    assert sorted((c.clip_id, c.label, c.split) for c in src.clips) == [
+        ("train/a/x", 0, "train"), ("val/b/x", 1, "val")]
 
 
 def test_lists_folder_with_class_names(tmp_path):

@@ -172,8 +172,8 @@ def test_store_for_source_prepares_once(tmp_path):
 
     lists = tmp_path / "lists"
     lists.mkdir()
-    write_video(tmp_path / "media" / "video" / "a.mp4" if (tmp_path / "media" / "video").mkdir(parents=True) is None
-                else None, levels(4))
+    (tmp_path / "media" / "video").mkdir(parents=True)
+    write_video(tmp_path / "media" / "video" / "a.mp4", levels(4))
     write_video(tmp_path / "media" / "video" / "b.mp4", levels(5))
     (lists / "train.csv").write_bytes(b"/root/video/a.mp4 0\r\n")
     (lists / "val.csv").write_bytes(b"/root/video/b.mp4 1")

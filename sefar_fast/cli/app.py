@@ -12,6 +12,7 @@ red line and exit status 2 (the traceback only with --debug).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -98,7 +99,15 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     "- `method.unlabeled_ratio=3` unlabeled clips per labeled clip; `method.ema_decay=0.9999` per labeled clip\n"
     "- `optim.accum_steps=N` gradient accumulation; `optim.lr=0.005` for an effective labeled batch of 64\n\n"
     "Table 3 rows: baseline = `--method fixmatch`; +Dual-Ele = `elements=[2,2,4] perturb=warp regulation=threshold`; "
-    "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.",
+    "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.\n\n"
+    "Batch sizes and learning rate: `--batch-size` is labeled clips per process per accumulation micro-step; "
+    "one optimizer step takes a global batch of batch_size x optim.accum_steps x processes labeled clips "
+    "(x method.unlabeled_ratio unlabeled). `optim.lr` is the rate for a global batch of `optim.ref_batch` (64) "
+    "and is scaled linearly with the global batch; the EMA decay is 0.9999 per labeled clip of the global batch. "
+    "Processes and accumulation are interchangeable: 2 GPUs x accum 1 trains like 1 GPU x accum 2.\n\n"
+    "Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM finishes the step, writes last.* and prints the resume "
+    "command (a second signal exits at once); rerunning the same command with the same --out continues an "
+    "unfinished run exactly (or `--resume-from RUN`); `--on-nan stop|skip` decides what a non-finite loss does.",
 )
 def train(
     ctx: typer.Context,
@@ -121,9 +130,16 @@ def train(
                                                           help="Recompute activations in backward to save memory."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue an unfinished run in --out "
                                           "(default: yes when --out holds one)."),
-    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A run folder or .state file to continue."),
-    on_nan: str = typer.Option("skip", "--on-nan", help="Non-finite loss: skip the step (and count it) or stop."),
-    profile: bool = typer.Option(False, "--profile", help="Write a torch profiler trace of a few steps to the run folder."),
+    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A run folder or .state file to continue "
+                                               "with its own settings."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Epoch checkpoints (epoch-NNN.safetensors) to keep "
+                                       "besides last and best (run.keep, default 1)."),
+    ckpt_every_steps: Optional[int] = typer.Option(None, "--ckpt-every-steps", help="Also write last.* every N "
+                                                   "optimizer steps (run.ckpt_every_steps; 0 = epoch ends only)."),
+    on_nan: str = typer.Option("skip", "--on-nan", help="Non-finite loss or gradient: skip the step (weights "
+                               "untouched, counted in the logs) or stop with the step number."),
+    profile: bool = typer.Option(False, "--profile", help="Write a torch profiler trace of a few steps to "
+                                 "<run>/profile/."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final metrics as JSON ('-' for stdout)."),
 ):
     """Train a model: SeFAR semi-supervised by default, or --method supervised / fixmatch.
@@ -134,16 +150,24 @@ def train(
     from sefar_fast.config import build_config
     from sefar_fast.train.loop import train as run_training
 
+    if on_nan not in ("skip", "stop"):
+        raise SefarError(f"--on-nan '{on_nan}' must be skip or stop")
     flags = {
         "data.root": root, "data.label_rate": label_rate, "data.split_seed": split_seed,
         "method.name": method.value if method else None, "model.arch": arch, "optim.epochs": epochs,
         "optim.batch_size": batch_size, "run.out": out, "run.seed": seed,
         "run.device": device.value if device else None, "model.pretrained": pretrained,
         "run.compile": compile, "model.checkpoint_activations": checkpoint_activations,
+        "run.keep": keep, "run.ckpt_every_steps": ckpt_every_steps,
     }
-    cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
-    if on_nan not in ("skip", "stop"):
-        raise SefarError(f"--on-nan '{on_nan}' must be skip or stop")
+    if resume_from is not None:  # the run's own settings, with what this command line changes on top
+        from sefar_fast.train.resume import resume_config
+
+        given = getattr(ctx.get_parameter_source("data"), "name", "") == "COMMANDLINE"
+        cfg = resume_config(resume_from, data=data if given else None, config_file=str(config) if config else None,
+                            flags=flags, overrides=list(ctx.args))
+    else:
+        cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
     result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile)
     write_json(json_out, result)
 
@@ -158,7 +182,7 @@ def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by sefar train."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to score (default: the checkpoint's)."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset's videos/frames."),
-    split: str = typer.Option("val", "--split", help="Split to score (val or test)."),
+    split: str = typer.Option("val", "--split", help="Split to score: val (= test), train (labeled) or unlabeled."),
     views: Optional[str] = typer.Option(None, "--views", help="Temporal x spatial views, e.g. 5x3 (default: the checkpoint's)."),
     protocol: str = typer.Option("multiview", "--protocol", help="multiview (deterministic TxS views) or reference "
                                  "(one random view of the student, as the authors' code)."),
@@ -166,14 +190,19 @@ def eval_cmd(
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: <run>/eval/)."),
     qa: Optional[Path] = typer.Option(None, "--qa", help="Gym-QA json: also score multiple-choice accuracy."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random view of --protocol reference."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON ('-' for stdout)."),
 ):
-    """Score a checkpoint: top-1, top-5, mean class accuracy, per-class report, confusion matrix."""
+    """Score a checkpoint: top-1, top-5, mean class accuracy, per-class report, confusion matrix.
+
+    Writes <run>/eval/<model>/ (report.json, per_class.csv, confusion.png, confusion_pairs.csv) for the
+    teacher and the student; --protocol reference writes <run>/eval/student-reference/.
+    """
     from sefar_fast.eval.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         checkpoint, data=data, root=root, split=split, views=views, protocol=protocol, which=model,
-        device=device.value if device else None, out=out, qa=qa,
+        device=device.value if device else None, out=out, qa=qa, seed=seed, show=str(json_out) != "-",
     )
     write_json(json_out, result)
 
@@ -228,7 +257,14 @@ def prepare(
 
     summary = prepare_source(source, out, root=root, short_side=short_side, fps=fps, workers=workers)
     write_json(json_out, summary)
-    if strict and summary.get("failed"):
+    failed = summary.get("failed") or []
+    console.print(f"[green]store[/] {summary['store']}: {summary['clips']} clips ({summary['written']} decoded now, "
+                  f"{summary['skipped']} already there), {len(failed)} unreadable")
+    for f in failed[:50]:
+        err_console.print(f"[yellow]unreadable[/] {f['path']}: {f['error']}")
+    if len(failed) > 50:
+        err_console.print(f"... and {len(failed) - 50} more: see {summary['store']}/prepare-report.json")
+    if strict and failed:
         raise typer.Exit(1)
 
 
@@ -239,13 +275,17 @@ def bench(
     batch: Optional[int] = typer.Option(None, "--batch", help="Labeled clips per iteration (default 2 CPU / 8 CUDA)."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quick: bool = typer.Option(False, "--quick", help="Few repetitions (CPU: under 3 minutes)."),
+    unlabeled: Optional[int] = typer.Option(None, "--unlabeled", help="Unlabeled clips per iteration (default = --batch)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the fast path (default on CUDA)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default 1 on CPU: steadier timings)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON."),
 ):
     """Throughput and memory: reference-style iteration against the fast one, model MFU, data loading."""
     from sefar_fast.bench.runner import run_bench
 
-    result = run_bench(sections=section or None, arch=arch, batch=batch,
-                       device=device.value if device else None, quick=quick)
+    extra = {"threads": threads} if threads is not None else {}
+    result = run_bench(sections=section or None, arch=arch, batch=batch, device=device.value if device else None,
+                       quick=quick, unlabeled=unlabeled, compile=compile, **extra)
     write_json(json_out, result)
 
 
@@ -255,13 +295,16 @@ def predict(
     videos: list[Path] = typer.Argument(..., help="Video files (any codec FFmpeg reads)."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Classes to show per video."),
     model: str = typer.Option("teacher", "--model", help="teacher (when present) or student."),
+    views: Optional[str] = typer.Option(None, "--views", help="Temporal x spatial views, e.g. 5x3 "
+                                        "(default: the checkpoint's)."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write predictions as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write predictions as JSON ('-' for stdout)."),
 ):
     """Classify video files: top-k class names with probabilities."""
     from sefar_fast.eval.predict import predict_videos
 
-    result = predict_videos(checkpoint, videos, top_k=top_k, which=model, device=device.value if device else None)
+    result = predict_videos(checkpoint, videos, top_k=top_k, which=model, device=device.value if device else None,
+                            views=views, show=str(json_out) != "-")
     write_json(json_out, result)
 
 
@@ -271,15 +314,21 @@ def extract(
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors with features and clip ids."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data (default: the checkpoint's)."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset."),
-    split: str = typer.Option("val", "--split", help="Split (train, unlabeled, val)."),
+    split: str = typer.Option("val", "--split", help="Split (val, test, train, unlabeled)."),
     model: str = typer.Option("teacher", "--model", help="teacher (when present) or student."),
+    views: Optional[str] = typer.Option(None, "--views", help="Temporal x spatial views averaged per clip "
+                                        "(default: the checkpoint's)."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
 ):
-    """Export per-clip features (fused 256-d and per-element CLS) for downstream use."""
+    """Export per-clip features (fused 256-d and per-element CLS, averaged over the eval views) with clip ids.
+
+    Tensors: fused [N,256], element_<i> [N,D], probs [N,C], labels [N]; metadata: clip_ids, class_names,
+    checkpoint (JSON). Read back with `sefar_fast.eval.extract.load_features`.
+    """
     from sefar_fast.eval.extract import extract_features
 
     extract_features(checkpoint, out, data=data, root=root, split=split, which=model,
-                     device=device.value if device else None)
+                     device=device.value if device else None, views=views)
 
 
 @app.command(epilog="Example:\n\n    sefar report runs/synth-sefar")
@@ -294,14 +343,39 @@ def report(run: Path = typer.Argument(..., help="A run folder holding metrics.js
 
 
 def main() -> None:
-    """Entry point of the `sefar` console script."""
+    """Entry point of the `sefar` console script: every failure the user can act on is one line.
+
+    SefarError and command-line usage errors exit 2; a training run stopped by a signal
+    exits 128 + signal number (130 SIGINT, 143 SIGTERM) after printing how to resume."""
     try:
-        app()
+        from typer._click import exceptions as click_errors  # typer >= 0.2x ships its own click
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click import exceptions as click_errors
+
+    from sefar_fast.train.signals import Interrupted
+
+    rank = os.environ.get("RANK", "0")
+    where = "" if rank == "0" else f"[rank {rank}] "  # under torchrun every rank reports
+    try:
+        code = app(standalone_mode=False)
     except SefarError as e:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err_console.print(f"[bold red]{where}error:[/] {e}", soft_wrap=True)
         sys.exit(2)
+    except click_errors.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "sefar"
+        err_console.print(f"[bold red]error:[/] {e.format_message()} (see `{command} --help`)", soft_wrap=True)
+        sys.exit(2)
+    except click_errors.ClickException as e:
+        err_console.print(f"[bold red]error:[/] {e.format_message()}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        if rank == "0":
+            err_console.print(f"[yellow]{e}[/]", soft_wrap=True)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -92,7 +92,9 @@ def find_annotation(root: Path, *names: str) -> Path:
         for name in names:
             if (root / d / name).is_file():
                 return root / d / name
-    raise SefarError(f"{names[0]} not found in {root} (looked in {', '.join(ANNOTATION_DIRS)}); download the annotations")
+    raise SefarError(
+        f"{names[0]} not found in {root} (looked in {', '.join(ANNOTATION_DIRS)}); download the annotations"
+    )
 
 
 def index_videos(root: Path) -> dict[str, Path]:
@@ -174,8 +176,8 @@ def ucf101_source(root: Path, split: int) -> SourceSet:
 
 
 def hmdb51_source(root: Path, split: int) -> SourceSet:
-    split_dir = next((d for d in (root / "testTrainMulti_7030_splits", root) if list(d.glob(f"*_test_split{split}.txt"))),
-                     None)
+    pattern = f"*_test_split{split}.txt"
+    split_dir = next((d for d in (root / "testTrainMulti_7030_splits", root) if list(d.glob(pattern))), None)
     if split_dir is None:
         raise SefarError(f"testTrainMulti_7030_splits/*_test_split{split}.txt not found under {root}")
     files = sorted(split_dir.glob(f"*_test_split{split}.txt"))

@@ -5,6 +5,8 @@ Sources, by `data.name`:
     synth                 the built-in synthetic set (generated on first use)
     store:DIR             a clip store written by `sefar prepare`
     <preset> + data.store a preset (gym99, ...) whose prepared store is given
+    video:SPEC            direct video: the clips of a source spec (video:lists:DIR, video:folder:DIR,
+                          video:DIR, video:ucf101 with data.root, ...) read from their files, no store
 
 A store that carries an `unlabel` split (reference list folders do) is used as
 is; otherwise the `train` split is divided at `data.label_rate`, class-stratified
@@ -52,20 +54,35 @@ class Dataset:
 
 def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Path:
     """Path of the built-in synthetic store, generated (with a progress bar) on first use."""
-    from sefar_fast.cli.progress import progress_bar
+    from contextlib import ExitStack
+
     from sefar_fast.data.synth import ensure_synth
 
-    with progress_bar("generating synth data", None) as bar:
-        def progress(done, total):
-            bar.set_total(total)
-            bar.advance(done - progress.last)
-            progress.last = done
-
-        progress.last = 0
+    with ExitStack() as stack:
+        progress = _progress_callback(stack, "generating synth data (once)")
         return Path(ensure_synth(cache_dir=cache_dir, seed=seed, clips_per_class=clips_per_class, progress=progress))
 
 
+def _progress_callback(stack, title: str):
+    """A progress(done, total) callback whose bar appears on its first call."""
+    from sefar_fast.cli.progress import progress_bar
+
+    bars: list = []
+
+    def progress(done, total):
+        if not bars:
+            bars.extend([stack.enter_context(progress_bar(title, total)), 0])
+        bars[0].advance(done - bars[1])
+        bars[1] = done
+
+    return progress
+
+
 def _store_root(cfg) -> Path:
+    from contextlib import ExitStack
+
+    from sefar_fast.data.prepare import store_for_source
+
     name = cfg.data.name
     if name == "synth":
         return synth_store(seed=cfg.data.synth_seed, clips_per_class=cfg.data.synth_clips_per_class)
@@ -73,17 +90,39 @@ def _store_root(cfg) -> Path:
         return Path(name[len("store:"):])
     if cfg.data.store:
         return Path(cfg.data.store)
+    if ":" in name or cfg.data.root:
+        # lists:DIR, folder:DIR, or a preset with --root: decoded once into a cached store.
+        spec = name
+        with ExitStack() as stack:
+            return store_for_source(spec, root=cfg.data.root,
+                                    progress=_progress_callback(stack, f"preparing {spec} (once)"))
     raise SefarError(
-        f"data '{name}' has no prepared clip store: run `sefar prepare {name} --root <dataset folder> --out <store>` "
-        "and train with --data store:<store>"
+        f"data '{name}' needs its dataset folder: pass --root <folder> (decoded once into a cached clip store), "
+        f"or run `sefar prepare {name} --root <folder> --out <store>` and train with --data store:<store>"
     )
+
+
+def _open_clips(cfg):
+    """(clip source, where it lives): a ClipStore, or a direct.VideoSource for `video:` data names."""
+    from contextlib import ExitStack
+
+    from sefar_fast.data.direct import open_video_source, video_spec
+    from sefar_fast.data.store import ClipStore
+
+    spec = video_spec(cfg.data.name)
+    if spec is None:
+        root = _store_root(cfg)
+        return ClipStore.open(root), root
+    with ExitStack() as stack:
+        source = open_video_source(spec, root=cfg.data.root,
+                                   progress=_progress_callback(stack, f"indexing {spec} videos (once)"))
+    return source, cfg.data.name
 
 
 def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
     from sefar_fast.data.splits import stratified_split
-    from sefar_fast.data.store import ClipStore
 
-    store = ClipStore.open(_store_root(cfg))
+    store, where = _open_clips(cfg)
     names = list(store.class_names)
     if cfg.data.num_classes and cfg.data.num_classes != len(names):
         raise SefarError(
@@ -93,9 +132,9 @@ def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
     train_pool = store.indices("train")
     val = store.indices("val") or store.indices("test")
     if not train_pool:
-        raise SefarError(f"store {_store_root(cfg)} has no 'train' split")
+        raise SefarError(f"store {where} has no 'train' split")
     if not val:
-        raise SefarError(f"store {_store_root(cfg)} has no 'val' or 'test' split to validate on")
+        raise SefarError(f"store {where} has no 'val' or 'test' split to validate on")
     split_file = run_dir / "split.json" if run_dir else None
     unl = store.indices("unlabel")
     if unl:
@@ -116,6 +155,11 @@ def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
 
 def prepare_source(source: str, out: Path, *, root=None, short_side=256, fps=None, workers=None) -> dict:
     """`sefar prepare`: decode a source once into a clip store; returns the summary."""
+    from contextlib import ExitStack
+
     from sefar_fast.data.prepare import prepare_from_spec
 
-    return prepare_from_spec(source, out, root=root, short_side=short_side, fps=fps, workers=workers)
+    with ExitStack() as stack:
+        progress = _progress_callback(stack, f"preparing {source}")
+        return prepare_from_spec(source, out, root=root, short_side=short_side, fps=fps, workers=workers,
+                                 progress=progress)

@@ -15,6 +15,11 @@ the same on every run, after a resume, and whatever the number of producer threa
   evaluation). View 2 (strong) re-draws frames in the same segments from the same generator.
 - Decoding: `pipeline.make_decoder` (DALI graph or PIL), run by `workers` producer threads
   that keep `prefetch` batches in flight.
+- Sources: a `ClipStore` (JPEG frames read with `read_jpeg`), or any object with the same
+  `records` (clip_id, label, num_frames, height, width) that instead offers
+  `frame_decoder(backend, frame_size, device, max_clips, num_threads)` -> an object with
+  `decode_clips(records, frame_ids [B, N]) -> uint8 [B*N, H0, W0, 3]` and `close()`:
+  `direct.VideoSource` reads clips straight from video files that way (no store).
 
 A batch is a dict: `frames` uint8 [B, V, K, H0, W0, 3] on `device`, `labels` int64 [B]
 (-1 for unknown), `index` int64 [B] (store record indices).
@@ -39,7 +44,8 @@ SHUFFLE_STREAM, FRAMES_STREAM = 0, 1  # keep the permutation and the frame draws
 
 
 class ClipLoader:
-    """Iterate batches of clips from `store` records `indices`; see the module docstring."""
+    """Iterate batches of clips from `store` records `indices`; see the module docstring.
+    `store` is a ClipStore or a source with `frame_decoder` (direct.VideoSource)."""
 
     def __init__(self, store: ClipStore, indices: Sequence[int], *, elements: Sequence[int], batch_size: int,
                  frame_size: tuple[int, int] = (64, 64), views: int = 1, shuffle: bool = False,
@@ -47,6 +53,7 @@ class ClipLoader:
                  temporal: str = "random", frame_fn: Callable[[int], np.ndarray] | None = None,
                  backend: str = "auto", workers: int = 1, prefetch: int = 2, num_threads: int | None = None):
         self.store = store
+        self._direct = hasattr(store, "frame_decoder")  # decodes clips itself instead of handing out JPEGs
         self.indices = np.asarray(list(indices), np.int64)
         self.elements = [int(e) for e in elements]
         self.num_frames = sum(self.elements)
@@ -164,8 +171,12 @@ class ClipLoader:
     def _decoder(self):
         dec = getattr(self._local, "decoder", None)
         if dec is None:
-            max_frames = self.batch_size * self.views * self.num_frames
-            dec = make_decoder(self.backend, self.frame_size, self.device, max_frames, self.num_threads)
+            if self._direct:
+                dec = self.store.frame_decoder(self.backend, self.frame_size, self.device, self.batch_size,
+                                               self.num_threads)
+            else:
+                max_frames = self.batch_size * self.views * self.num_frames
+                dec = make_decoder(self.backend, self.frame_size, self.device, max_frames, self.num_threads)
             self._local.decoder = dec
             self._decoders.append(dec)
         return dec
@@ -173,15 +184,18 @@ class ClipLoader:
     def _produce(self, epoch: int, batch: int) -> dict:
         plan = self.plan_batch(epoch, batch)
         h0, w0 = self.frame_size
-        jpegs, boxes = [], []
-        for r, frame_ids in zip(plan["records"], plan["frames"]):
-            rec = self.store.records[int(r)]
-            box = cover_box(rec.height, rec.width, h0, w0)
-            for f in frame_ids.reshape(-1):
-                jpegs.append(self.store.read_jpeg(int(r), int(f)))
-                boxes.append(box)
-        frames = self._decoder().decode(jpegs, np.asarray(boxes, np.float32))
         b = len(plan["records"])
+        if self._direct:  # a source that decodes whole clips itself (direct video)
+            frames = self._decoder().decode_clips(plan["records"], plan["frames"].reshape(b, -1))
+        else:
+            jpegs, boxes = [], []
+            for r, frame_ids in zip(plan["records"], plan["frames"]):
+                rec = self.store.records[int(r)]
+                box = cover_box(rec.height, rec.width, h0, w0)
+                for f in frame_ids.reshape(-1):
+                    jpegs.append(self.store.read_jpeg(int(r), int(f)))
+                    boxes.append(box)
+            frames = self._decoder().decode(jpegs, np.asarray(boxes, np.float32))
         return {
             "frames": frames.view(b, self.views, self.num_frames, h0, w0, 3),
             "labels": torch.from_numpy(plan["labels"]).to(self.device),

@@ -154,7 +154,9 @@ def resolve_backend(backend: str, device) -> str:
     if backend == "auto":
         return "dali" if dali_available() else "pil"
     if backend == "dali" and not dali_available():
-        raise SefarError("data backend 'dali' asked for but nvidia-dali is not installed; pip install nvidia-dali-cuda130")
+        raise SefarError(
+            "data backend 'dali' asked for but nvidia-dali is not installed; pip install nvidia-dali-cuda130"
+        )
     if backend not in ("dali", "pil"):
         raise SefarError(f"unknown data backend {backend!r}; use auto, dali or pil")
     return backend

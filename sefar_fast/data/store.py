@@ -250,7 +250,9 @@ class ClipStore:
                 raise SefarError(f"clip store shard {root / name} is missing; rerun `sefar prepare`")
         for r in records:
             if len(r.offsets) != r.num_frames or len(r.lengths) != r.num_frames or not 0 <= r.shard < len(shard_names):
-                raise SefarError(f"{index_path} is corrupt (record {r.clip_id!r} is inconsistent); rerun `sefar prepare`")
+                raise SefarError(
+                    f"{index_path} is corrupt (record {r.clip_id!r} is inconsistent); rerun `sefar prepare`"
+                )
         return cls(root, class_names, shard_names, records, index.get("extra"))
 
     def __len__(self) -> int:
@@ -290,7 +292,8 @@ class ClipStore:
         length = r.lengths[frame]
         data = os.pread(self._fd(r.shard), length, r.offsets[frame])
         if len(data) != length:
-            raise SefarError(f"clip store shard {self.root / self.shard_names[r.shard]} is truncated; rerun `sefar prepare`")
+            shard = self.root / self.shard_names[r.shard]
+            raise SefarError(f"clip store shard {shard} is truncated; rerun `sefar prepare`")
         return data
 
     def read_frames(self, i: int, frames: Sequence[int]) -> np.ndarray:

@@ -70,7 +70,7 @@ from sefar_fast.data.store import ClipData, ClipStore
 from sefar_fast.errors import SefarError
 
 SYNTH_VERSION = 1  # bump when the generator's output changes: it names the cache folder
-DEFAULT_CLIPS_PER_CLASS = 150
+DEFAULT_CLIPS_PER_CLASS = 120
 NOISE_BANK, NOISE_BANK_SEED = 64, 20250101  # pixel noise comes from a fixed bank of fields, indexed per frame
 
 
@@ -607,7 +607,8 @@ def _render_job(job: tuple) -> ClipData:
 
 
 def _jobs(seed: int, clips_per_class: int, size: int, val_fraction: float) -> list[tuple]:
-    """Clips interleaved over classes; the first round(val_fraction * n) clips of each class are `val`."""
+    """Clips interleaved over classes; the first round(val_fraction * n) clips of each class are `val`
+    (at least one, and at least one left for `train`, when val_fraction > 0 and n >= 2)."""
     if clips_per_class < 1:
         raise SefarError(f"synth clips_per_class={clips_per_class}: use at least 1")
     if not 0.0 <= val_fraction < 1.0:
@@ -615,14 +616,21 @@ def _jobs(seed: int, clips_per_class: int, size: int, val_fraction: float) -> li
     if size < 16:
         raise SefarError(f"synth size={size}: frames must be at least 16 pixels")
     num_val = int(round(val_fraction * clips_per_class))
+    if val_fraction > 0 and clips_per_class >= 2:  # tiny sets keep both splits non-empty
+        num_val = min(max(num_val, 1), clips_per_class - 1)
     return [(seed, label, i, size, "val" if i < num_val else "train")
             for i in range(clips_per_class) for label in range(len(MOVES))]
 
 
 def synth_clips(seed: int = 0, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS, size: int = 64,
                 val_fraction: float = 0.2, workers: int = 1) -> Iterator[ClipData]:
-    """All clips of the set, in a fixed order (the same for any `workers`)."""
+    """All clips of the set, in a fixed order (the same for any `workers`). Settings are checked now,
+    clips are rendered as the iterator is consumed."""
     jobs = _jobs(seed, clips_per_class, size, val_fraction)
+    return _rendered(jobs, workers)
+
+
+def _rendered(jobs: list[tuple], workers: int) -> Iterator[ClipData]:
     if workers <= 1 or len(jobs) < 64:
         yield from map(_render_job, jobs)
         return
@@ -695,12 +703,14 @@ def ensure_synth(cache_dir=None, seed: int = 0, *, clips_per_class: int = DEFAUL
 
     try:
         ClipStore.write(tmp, counted(), SYNTH_CLASSES).close()
-        if final.exists():  # an unfinished or broken store from elsewhere: replace it
-            if _is_complete_store(final):  # another process finished first; keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-                return final
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists() and not _is_complete_store(final):  # unfinished or broken: replace it
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError as e:  # another process (a second rank, say) finished first: theirs is as good
+            if not _is_complete_store(final):
+                raise SefarError(f"cannot move the generated synth store into {final} ({e.strerror}); "
+                                 "delete that folder and run again") from None
     finally:
         clips.close()
         if tmp.exists():

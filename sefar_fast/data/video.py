@@ -134,7 +134,8 @@ def _natural_key(name: str):
 def frame_files(folder) -> list[Path]:
     """The image files of a frame folder in natural order (img_2 before img_10)."""
     folder = Path(folder)
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=lambda p: _natural_key(p.name))
+    frames = (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    return sorted(frames, key=lambda p: _natural_key(p.name))
 
 
 def read_frame_folder(folder, *, short_side: int | None = None) -> np.ndarray:

@@ -4,7 +4,9 @@ metrics.jsonl holds one JSON object per line; the epoch summaries carry
 "kind": "epoch" and any of epoch, loss, loss_sup, loss_un, loss_mix, eta_mean,
 pseudo_acc, val_top1_student, val_top1_teacher, lr. A run may not log every
 series (no validation yet, a supervised-only run, an old run), so each missing
-series is simply left out and an empty panel says so.
+series is simply left out and an empty panel says so. Epochs logged with xi == 0 (the
+supervised warm-up) get a grey band, since the losses jump when the semi-supervised terms
+switch on; accuracies and the pseudo-label weight are drawn on a fixed 0-100% axis.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.reports import save_figure
@@ -24,10 +26,19 @@ from sefar_fast.eval.reports import save_figure
 PANELS = [
     ("losses", "loss", [("loss", "total"), ("loss_sup", "supervised"), ("loss_un", "unlabeled (pseudo-label)"),
                         ("loss_mix", "mixing")]),
-    ("pseudo-labels", "fraction", [("eta_mean", "mean weight η"), ("pseudo_acc", "pseudo-label accuracy")]),
-    ("validation", "top-1", [("val_top1_student", "student"), ("val_top1_teacher", "teacher")]),
+    ("pseudo-labels", "share", [("eta_mean", "mean weight η"), ("pseudo_acc", "pseudo-label accuracy")]),
+    ("validation", "top-1 accuracy", [("val_top1_student", "student"), ("val_top1_teacher", "teacher")]),
     ("learning rate", "lr", [("lr", "lr")]),
 ]
+# Panels of values in [0, 1]: drawn on a fixed 0-100% axis, so a change of a few points does not
+# fill the panel and look like a collapse.
+UNIT_PANELS = ("pseudo-labels", "validation")
+
+
+def warmup_epochs(records: list[dict]) -> list[float]:
+    """Epochs logged with xi == 0 (the supervised warm-up: the semi-supervised loss is off)."""
+    return [float(r["epoch"]) for r in records
+            if r.get("xi") == 0 and isinstance(r.get("epoch"), (int, float)) and not isinstance(r["epoch"], bool)]
 
 
 def read_epoch_records(path: str | Path) -> list[dict]:
@@ -83,10 +94,14 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path | None = None, *,
     records = read_epoch_records(metrics_path)
     series = curve_series(records)
 
+    warm = warmup_epochs(records)
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
     for ax, (panel, ylabel, keys) in zip(axes, PANELS):
         drawn = []
+        if warm:  # grey band: the loss jumps when the semi-supervised terms switch on after it
+            ax.axvspan(min(warm) - 0.5, max(warm) + 0.5, color="0.92", lw=0, zorder=0,
+                       label="supervised warm-up" if panel == "losses" else None)
         for key, label in keys:
             if key in series:
                 xs, ys = series[key]
@@ -99,6 +114,9 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path | None = None, *,
             ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        if panel in UNIT_PANELS:
+            ax.set_ylim(-0.02, 1.02)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         if drawn:
             ax.legend(fontsize=8)
             if ylabel == "lr" and all(np.all(ys > 0) for ys in drawn):

@@ -43,17 +43,22 @@ def _mul_hi_lo(const: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return high, low
 
 
-def philox_words(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
-    """First output word (uint32 in int64) of Philox4x32-10 with key `seed` and counter (c0, c1, c2, 0)."""
-    c0, c1, c2 = torch.broadcast_tensors(c0.long() & MASK32, c1.long() & MASK32, c2.long() & MASK32)
-    c3 = torch.zeros_like(c0)
-    k0, k1 = seed & MASK32, (seed >> 32) & MASK32
+def philox4x32(key: tuple[int, int], counter: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of a 2-word key and a 4-word counter (uint32 values in int64 tensors): 4 words."""
+    c0, c1, c2, c3 = torch.broadcast_tensors(*(torch.as_tensor(c).long() & MASK32 for c in counter))
+    k0, k1 = key[0] & MASK32, key[1] & MASK32
     for _ in range(ROUNDS):
         hi_b, lo_b = _mul_hi_lo(ROUND_B, c2)
         hi_a, lo_a = _mul_hi_lo(ROUND_A, c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + KEY_A) & MASK32, (k1 + KEY_B) & MASK32
-    return c0
+    return c0, c1, c2, c3
+
+
+def philox_words(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    """First output word (uint32 in int64) with key = the 64-bit `seed` and counter (c0, c1, c2, 0),
+    as Triton's ``tl.philox(seed, c0, c1, c2, 0)[0]`` for 32-bit counters."""
+    return philox4x32((seed & MASK32, (seed >> 32) & MASK32), (c0, c1, c2, torch.zeros_like(torch.as_tensor(c0))))[0]
 
 
 def check_seed(seed: int) -> int:

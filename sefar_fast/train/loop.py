@@ -1,4 +1,4 @@
-"""The trainer: epochs, evaluation, checkpoints, logging, resume.
+"""The trainer: epochs, evaluation, checkpoints, logging, resume, interruption.
 
     sefar train                                    # synth data, SeFAR, laptop CPU
     sefar train --data store:/data/gym99-store --arch vit-s --pretrained vit_s16.npz
@@ -8,29 +8,48 @@ One epoch is one pass over the labeled clips (as the paper). The first
 `method.warmup_epochs` epochs are supervised; the EMA teacher is created from the
 student when they end, and the semi-supervised loss ramps in with xi. The
 arithmetic of one step lives in `train.step`; this module only drives it.
-Per-step randomness is derived from (seed, step, rank), so a resumed run draws
-exactly what the uninterrupted run would have drawn.
+
+Global batch and shards. One optimizer step consumes a global batch of
+batch_size x accum_steps x world_size labeled clips (and unlabeled_ratio times as
+many unlabeled ones). Each process's loader yields its accum_steps micro-batches
+as one batch, and micro-batch m of rank r is *shard* v = r + world_size*m: the
+clips at global positions v, v + S, v + 2S, ... (S = world_size x accum_steps
+shards). Every random draw of a shard's micro-step (views, mixing, MC dropout,
+the model's own dropout) comes from (seed, optimizer step, v), so a global batch is
+the same clips with the same randomness whatever the split into processes and
+accumulation steps: 2 processes x accum 1 train like 1 process x accum 2, up to
+floating-point summation order. Mixing partners are drawn inside a shard.
+
+Exact resume. Nothing random depends on history: loader content depends on
+(seed, epoch, position), step draws on (seed, step, shard). A checkpoint therefore
+needs weights, optimizer state, the step counters and the loader positions
+(`train.checkpoints` writes them as a consistent pair); RNG states are saved and
+restored as well. A resumed run continues bit for bit as the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
+import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sefar_fast.checkpoint import load_state, load_weights, save_state, save_weights
-from sefar_fast.cli.progress import console, progress_bar, results_table
+from sefar_fast.cli.progress import console, err_console, progress_bar, results_table
 from sefar_fast.config import Config, eval_views
 from sefar_fast.errors import SefarError
-from sefar_fast.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from sefar_fast.train import resume as resume_rules
+from sefar_fast.train.checkpoints import RunCheckpoints
+from sefar_fast.train.distributed import any_rank, barrier, broadcast_object, cleanup, init_distributed
+from sefar_fast.train.signals import Interrupted, StopRequest, signal_self_for_tests
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+STEP_STREAM, TORCH_STREAM = 7, 11  # keep the step's numpy draws and the torch seed independent
 
 
 @dataclass
@@ -38,13 +57,11 @@ class Progress:
     """Where the run stands; saved in the .state file."""
 
     epoch: int = 0  # next epoch to run
-    step: int = 0  # micro-steps done in the current epoch
-    global_step: int = 0  # micro-steps done in the whole run
+    step: int = 0  # optimizer steps done in the current epoch
+    global_step: int = 0  # optimizer steps done in the whole run
     best: float = -1.0
     best_epoch: int = -1
     finished: bool = False
-    unlabeled_cycle: int = 0
-    unlabeled_pos: int = 0
     history: list[dict] = field(default_factory=list)
 
 
@@ -64,81 +81,110 @@ def model_from_config(cfg: Config, num_classes: int):
     )
 
 
+def shard_of(batch: dict | None, m: int, shards: int) -> dict | None:
+    """Micro-batch m of a loader batch holding `shards` micro-batches (samples m, m+shards, ...)."""
+    if batch is None or shards == 1:
+        return batch
+    part = {k: v[m::shards] for k, v in batch.items()}
+    return part if part["labels"].shape[0] else None
+
+
+def torch_seed_for(seed: int, step: int, shard: int) -> int:
+    return int(np.random.SeedSequence([seed, TORCH_STREAM, step, shard]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, *, resume: bool | None, resume_from: Path | None, on_nan: str, profile: bool):
+    def __init__(self, cfg: Config, *, resume: bool | None = None, resume_from: Path | None = None,
+                 on_nan: str = "skip", profile: bool = False):
+        from sefar_fast.train.checks import preflight
+
+        if on_nan not in ("skip", "stop"):
+            raise SefarError(f"--on-nan '{on_nan}' must be skip or stop")
         self.cfg, self.on_nan, self.profile = cfg, on_nan, profile
+        preflight(cfg)
         self.dist, self.device = init_distributed(cfg.run.device)
         on_cuda = self.device.type == "cuda"
         self.amp = cfg.run.amp if cfg.run.amp is not None else on_cuda
         self.compile = cfg.run.compile if cfg.run.compile is not None else on_cuda
-        self.run_dir = self._run_dir(resume, resume_from)
-        self.state_path = self.run_dir / "last.state"
+        plan = self._plan(resume, resume_from)
+        self.run_dir, self.resuming = plan.run_dir, plan.resuming
+        cfg.run.out = str(self.run_dir)
+        self.files = RunCheckpoints(self.run_dir)
+        self.shards = self.dist.world_size * cfg.optim.accum_steps
+
+    def _plan(self, resume, resume_from) -> resume_rules.RunPlan:
+        """Rank 0 decides (folder, resume or not); every rank gets the same answer or the same error."""
+        answer = None
+        if self.dist.is_main:
+            try:
+                plan = resume_rules.plan_run(self.cfg, resume, resume_from, default_run_dir(self.cfg))
+                if plan.resuming:
+                    resume_rules.check_same_run(plan.run_dir, self.cfg)
+                answer = (plan, None)
+            except SefarError as e:
+                answer = (None, str(e))
+        plan, error = broadcast_object(answer, self.dist)
+        if error is not None:
+            raise SefarError(error)
+        return plan
 
     # ------------------------------------------------------------------ setup
-    def _run_dir(self, resume: bool | None, resume_from: Path | None) -> Path:
-        cfg = self.cfg
-        if resume_from is not None:
-            path = Path(resume_from)
-            run_dir = path.parent if path.suffix == ".state" else path
-            if not (run_dir / "last.state").is_file():
-                raise SefarError(f"{resume_from} holds no last.state to resume from")
-            self.resume_state = run_dir / "last.state"
-            cfg.run.out = str(run_dir)
-            return run_dir
-        run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-        self.resume_state = None
-        state = run_dir / "last.state"
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not (run_dir / "config.yaml").is_file():
-                raise SefarError(f"output folder {run_dir} holds files that are not a sefar run; choose another --out")
-            if state.is_file() and not (run_dir / "finished").is_file() and resume is not False:
-                self.resume_state = state
-            elif (run_dir / "finished").is_file() and not resume:
-                raise SefarError(f"output folder {run_dir} holds a finished run; choose another --out")
-            elif resume is False:
-                raise SefarError(f"output folder {run_dir} holds an unfinished run and --no-resume was given; "
-                                 "choose another --out")
-        cfg.run.out = str(run_dir)
-        return run_dir
-
     def setup(self) -> None:
         from sefar_fast.data.datasets import open_dataset
+        from sefar_fast.train.checks import check_data
 
         cfg = self.cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resuming:
+                resume_rules.clear_unfinished(self.run_dir)
+            self.files.clean_temporaries()
         barrier(self.dist)
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
         self.class_names = self.data.class_names
+        check_data(cfg, self.data, self._warn)
         torch.manual_seed(cfg.run.seed)
         self.model = model_from_config(cfg, self.data.num_classes).to(self.device)
-        if cfg.model.pretrained:
+        if cfg.model.pretrained and not self.resuming:
             from sefar_fast.models import load_pretrained
 
-            load_pretrained(self.model, cfg.model.pretrained)
+            report = load_pretrained(self.model, cfg.model.pretrained)
+            if self.dist.is_main:
+                console.print(f"pretrained: {report.summary()}")
         if cfg.model.checkpoint_activations:
             self.model.set_grad_checkpointing(True)
         self.optimizer = self._optimizer()
         self.teacher = None
         self.progress = Progress()
-        if self.resume_state is not None:
+        self.acc_values: dict[str, float] | None = None
+        self.loader_states: dict = {}
+        if self.resuming:
             self._load_resume()
         if self.dist.is_main:
-            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+            from sefar_fast.checkpoint import atomic_write
+
+            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
         from sefar_fast.train.step import make_step
 
         self.step_fn = make_step(cfg, self.model, self.device, self.amp, self.compile, self.dist)
         self._loaders()
 
+    def _warn(self, text: str) -> None:
+        if self.dist.is_main:
+            err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
+
     def _optimizer(self):
         cfg = self.cfg.optim
+        if cfg.name == "adamw":
+            # capturable keeps Adam's step count on the device, so the NaN guard never syncs for it
+            return torch.optim.AdamW(self.model.parameters(), lr=self.base_lr(), weight_decay=cfg.weight_decay,
+                                     capturable=self.device.type == "cuda")
         return torch.optim.SGD(self.model.parameters(), lr=self.base_lr(), momentum=cfg.momentum,
                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 
     @property
     def global_batch(self) -> int:
-        o = self.cfg.optim
-        return o.batch_size * o.accum_steps * self.dist.world_size
+        return self.cfg.optim.batch_size * self.shards
 
     def base_lr(self) -> float:
         return self.cfg.optim.lr * self.global_batch / self.cfg.optim.ref_batch
@@ -146,87 +192,130 @@ class Trainer:
     def _loaders(self) -> None:
         from sefar_fast.data.loader import ClipLoader
 
-        cfg, d = self.cfg, self.cfg.data
+        cfg, d, w = self.cfg, self.cfg.data, self.dist.world_size
+        a = cfg.optim.accum_steps
         common = dict(elements=cfg.method.elements, frame_size=tuple(d.frame_size), device=self.device,
-                      rank=self.dist.rank, world_size=self.dist.world_size, backend=d.backend)
-        self.labeled = ClipLoader(self.data.store, self.data.labeled, batch_size=cfg.optim.batch_size, views=1,
-                                  shuffle=True, drop_last=len(self.data.labeled) >= cfg.optim.batch_size * self.dist.world_size,
-                                  seed=cfg.run.seed, **common)
+                      rank=self.dist.rank, world_size=w, backend=d.backend)
+        b = cfg.optim.batch_size * a  # a process's micro-batches, taken together (see the module docstring)
+        self.labeled = ClipLoader(self.data.store, self.data.labeled, batch_size=b, views=1, shuffle=True,
+                                  drop_last=len(self.data.labeled) >= b * w, seed=cfg.run.seed, **common)
         self.unlabeled = None
         if cfg.method.name != "supervised" and self.data.unlabeled:
-            bu = cfg.optim.batch_size * cfg.method.unlabeled_ratio
+            bu = b * cfg.method.unlabeled_ratio
             self.unlabeled = ClipLoader(self.data.store, self.data.unlabeled, batch_size=bu, views=2, shuffle=True,
-                                        drop_last=len(self.data.unlabeled) >= bu * self.dist.world_size,
-                                        seed=cfg.run.seed + 1, **common)
-        if len(self.labeled) == 0:
-            raise SefarError(f"{len(self.data.labeled)} labeled clips are fewer than one batch of "
-                             f"{cfg.optim.batch_size}; lower --batch-size")
+                                        drop_last=len(self.data.unlabeled) >= bu * w, seed=cfg.run.seed + 1,
+                                        **common)
+        for name, loader in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
+            if loader is not None and name in self.loader_states:
+                loader.load_state_dict(self.loader_states[name])
+
+    def close(self) -> None:
+        for loader in (getattr(self, "labeled", None), getattr(self, "unlabeled", None)):
+            if loader is not None:
+                loader.close()
 
     # ------------------------------------------------------------------ resume
-    def _state_dict(self) -> dict[str, Any]:
-        import random
-
+    def _state_dict(self, acc: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+        loaders = {"labeled": self.labeled.state_dict()}
+        if self.unlabeled is not None:
+            loaders["unlabeled"] = self.unlabeled.state_dict()
+        metrics = self.run_dir / "metrics.jsonl"
         return {
             "format": STATE_FORMAT,
-            "progress": self.progress.__dict__,
+            "progress": asdict(self.progress),
             "optimizer": self.optimizer.state_dict(),
-            "student": self.model.state_dict(),
-            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "loaders": loaders,
+            "acc": {k: float(v) for k, v in zip(acc, torch.stack(list(acc.values())).tolist())} if acc else None,
+            "layout": {"batch_size": self.cfg.optim.batch_size, "shards": self.shards},
+            "metrics_bytes": metrics.stat().st_size if metrics.is_file() else 0,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "step_fn": self.step_fn.state_dict(),
         }
 
     def _load_resume(self) -> None:
-        import random
-
         from sefar_fast.train.ema import EmaTeacher
 
-        st = load_state(self.resume_state)
-        saved_cfg = (self.run_dir / "config.yaml")
-        if saved_cfg.is_file():
-            import yaml
-
-            from sefar_fast.config import config_from_dict
-
-            self.cfg = config_from_dict(yaml.safe_load(saved_cfg.read_text()))
-            self.cfg.run.out = str(self.run_dir)
-        self.model.load_state_dict(st["student"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        if st["teacher"] is not None:
+        if not self.files.exists():
+            raise SefarError(f"rank {self.dist.rank} cannot read {self.files.last}; resuming a multi-node run "
+                             "needs the run folder on a shared file system")
+        barrier(self.dist)  # rank 0 may rename prev.state -> last.state while loading: let it finish first
+        if self.dist.is_main:
+            weights, st = self.files.load_latest()
+        barrier(self.dist)
+        if not self.dist.is_main:
+            weights, st = self.files.load_latest()
+        if st.get("format") != STATE_FORMAT:
+            raise SefarError(f"{self.files.last_state} was written by another sefar version (state format "
+                             f"{st.get('format')}, this one reads {STATE_FORMAT}); it cannot be resumed")
+        resume_rules.check_batch_layout(st, self.cfg, self.dist.world_size, self.run_dir)
+        if len(weights.class_names) != self.data.num_classes:
+            raise SefarError(f"{self.files.last} has {len(weights.class_names)} classes but the data has "
+                             f"{self.data.num_classes}; resume with the run's own data")
+        self.model.load_state_dict(weights.student)
+        if weights.teacher is not None:
             self.teacher = EmaTeacher.create(self.model)
-            self.teacher.load_state_dict(st["teacher"])
+            self.teacher.load_state_dict(weights.teacher)
+        self.optimizer.load_state_dict(st["optimizer"])
         self.progress = Progress(**st["progress"])
+        self.acc_values = st.get("acc")
+        self.loader_states = st.get("loaders", {})
         self._resume_step_state = st.get("step_fn")
-        torch.set_rng_state(st["rng"]["torch"])
-        np.random.set_state(st["rng"]["numpy"])
-        random.setstate(st["rng"]["python"])
-        if st["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+        rng = st["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.dist.is_main and metrics.is_file():  # drop records written after the checkpoint
+            with open(metrics, "r+b") as f:
+                f.truncate(min(st.get("metrics_bytes", 0), metrics.stat().st_size))
         if self.dist.is_main:
             console.print(f"[yellow]resuming[/] {self.run_dir} at epoch {self.progress.epoch + 1}, "
-                          f"step {self.progress.step}")
+                          f"step {self.progress.step} (global step {self.progress.global_step})")
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self, metrics: dict) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "class_names": self.class_names, "epoch": self.progress.epoch,
-                "metrics": metrics, "sefar_version": __import__("sefar_fast").__version__}
+                "global_step": self.progress.global_step, "metrics": metrics,
+                "sefar_version": __import__("sefar_fast").__version__}
 
-    def save(self, metrics: dict, best: bool) -> None:
-        if not self.dist.is_main:
-            return
-        student = self.model.state_dict()
-        teacher = self.teacher.state_dict() if self.teacher is not None else None
-        save_weights(self.run_dir / "last.safetensors", student, teacher, self._meta(metrics))
-        if best:
-            save_weights(self.run_dir / "best.safetensors", student, teacher, self._meta(metrics))
-        save_state(self.state_path, self._state_dict())
+    def save(self, acc: dict[str, torch.Tensor] | None, metrics: dict, *, epoch_end: int | None = None,
+             best: bool = False) -> None:
+        """Write last.* (and best / epoch-NNN); refuses, under --on-nan stop, once a step was skipped."""
+        if acc is not None:
+            self._check_nan_stop(self.step_fn.read(acc))
+        if self.dist.is_main:
+            teacher = self.teacher.state_dict() if self.teacher is not None else None
+            self.files.save(self.model.state_dict(), teacher, self._meta(metrics), self._state_dict(acc),
+                            epoch_end=epoch_end, best=best, keep=self.cfg.run.keep)
+        barrier(self.dist)
+        self.saved_at = self.progress.global_step
 
     # ------------------------------------------------------------------ logging
     def log(self, record: dict) -> None:
         if self.dist.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def _check_nan_stop(self, stats: dict) -> None:
+        skipped = stats.get("skipped_steps", 0)
+        if not skipped:
+            return
+        epoch_start = self.progress.global_step - self.progress.step
+        first = epoch_start + stats["first_skipped"]
+        if self.on_nan == "stop":
+            saved = getattr(self, "saved_at", None)
+            last = (f"the last good checkpoint is {self.files.last} (step {saved})" if saved is not None
+                    else "no checkpoint was written before it")
+            raise SefarError(
+                f"non-finite loss or gradient at step {first} (epoch {self.progress.epoch + 1}); stopped by "
+                f"--on-nan stop without applying it; {last}")
+        if skipped > self._skipped_reported:
+            self._warn(f"skipped {skipped} optimizer step(s) with a non-finite loss or gradient this epoch "
+                       f"(first: step {first}); the weights were left unchanged")
+            self._skipped_reported = skipped
 
     # ------------------------------------------------------------------ run
     def lr_at(self, epoch_float: float) -> float:
@@ -236,22 +325,45 @@ class Trainer:
         return lr_at(epoch_float, self.base_lr(), [f * o.epochs for f in o.milestones], o.lr_factors)
 
     def run(self) -> dict[str, Any]:
+        try:
+            self.setup()
+            if getattr(self, "_resume_step_state", None):
+                self.step_fn.load_state_dict(self._resume_step_state)
+            self._announce()
+            with StopRequest(announce=self.dist.is_main) as stop:
+                self.stop = stop
+                self._train()
+            return self.finish()
+        finally:
+            self.close()
+            cleanup(self.dist)
+
+    def _announce(self) -> None:
+        if not self.dist.is_main:
+            return
         cfg = self.cfg
-        self.setup()
-        if getattr(self, "_resume_step_state", None):
-            self.step_fn.load_state_dict(self._resume_step_state)
-        n_steps = len(self.labeled)
-        if self.dist.is_main:
-            console.print(
-                f"[bold]sefar[/] {cfg.method.name} on {cfg.data.name}: {len(self.data.labeled)} labeled, "
-                f"{len(self.data.unlabeled)} unlabeled, {len(self.data.val)} val clips, {self.data.num_classes} "
-                f"classes; {cfg.model.arch}, elements {cfg.method.elements}, {cfg.optim.epochs} epochs x {n_steps} "
-                f"steps, device {self.device}{' bf16' if self.amp else ''} -> {self.run_dir}"
-            )
-        last_metrics: dict[str, Any] = {}
+        console.print(
+            f"[bold]sefar[/] {cfg.method.name} on {cfg.data.name}: {len(self.data.labeled)} labeled, "
+            f"{len(self.data.unlabeled)} unlabeled, {len(self.data.val)} val clips, {self.data.num_classes} "
+            f"classes; {cfg.model.arch}, elements {cfg.method.elements}, {cfg.optim.epochs} epochs x "
+            f"{len(self.labeled)} steps of {self.global_batch} labeled clips ({self.dist.world_size} process(es) x "
+            f"{cfg.optim.accum_steps} accumulation x {cfg.optim.batch_size}), device {self.device}"
+            f"{' bf16' if self.amp else ''} -> {self.run_dir}"
+        )
+
+    def _train(self) -> None:
+        cfg = self.cfg
+        self.profiler = None
+        if self.profile:
+            from sefar_fast.train.telemetry import StepProfiler
+
+            self.profiler = StepProfiler(self.run_dir / "profile", self.dist.rank, self.device)
         while self.progress.epoch < cfg.optim.epochs:
             epoch = self.progress.epoch
             train_stats = self.train_epoch(epoch)
+            if train_stats is None:
+                self.save(self._acc, {})
+                self._interrupted()
             metrics = {"epoch": epoch + 1, **train_stats}
             is_last = epoch + 1 == cfg.optim.epochs
             if (epoch + 1) % cfg.eval.every == 0 or is_last:
@@ -265,95 +377,122 @@ class Trainer:
             self.progress.history.append(metrics)
             self.progress.finished = is_last
             self.log({"kind": "epoch", **metrics})
-            self.save(metrics, best)
-            last_metrics = metrics
+            self.save(None, metrics, epoch_end=epoch + 1, best=best)
             if self.dist.is_main:
                 self._print_epoch(metrics)
-        return self.finish(last_metrics)
+            if not is_last and self._stop_requested():
+                self._interrupted()
+
+    def _stop_requested(self) -> bool:
+        return any_rank(self.stop.requested, self.dist)
+
+    def _interrupted(self) -> None:
+        import signal
+
+        p = self.progress
+        signum = self.stop.signum or signal.SIGINT  # a rank that saw no signal stops with its peers
+        cmd = resume_rules.resume_command(self.run_dir, self.dist.world_size,
+                                          int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size)))
+        where = f"epoch {p.epoch + 1}, step {p.step}/{len(self.labeled)}" if p.step else f"the end of epoch {p.epoch}"
+        raise Interrupted(signum, f"interrupted at {where} (global step {p.global_step}); checkpoint written to "
+                                  f"{self.files.last}; resume with: {cmd}")
 
     def _print_epoch(self, m: dict) -> None:
         parts = [f"epoch {m['epoch']}/{self.cfg.optim.epochs}", f"loss {m['loss']:.4f}"]
-        for k in ("val_top1_student", "val_top1_teacher", "pseudo_acc", "eta_mean"):
+        for k in ("val_top1_student", "val_top1_teacher", "pseudo_acc", "eta_mean", "data_wait"):
             if k in m and m[k] is not None:
-                parts.append(f"{k} {m[k]:.4f}" if "eta" in k else f"{k} {100 * m[k]:.2f}%")
+                parts.append(f"{k} {m[k]:.4f}" if k == "eta_mean" else f"{k} {100 * m[k]:.2f}%")
+        if m.get("skipped_steps"):
+            parts.append(f"skipped_steps {m['skipped_steps']}")
         console.print("  ".join(parts))
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg = self.cfg
+    def train_epoch(self, epoch: int) -> dict[str, float] | None:
+        """Train the rest of `epoch`; its stats, or None when a stop signal ended it early."""
         from sefar_fast.train.schedule import xi as xi_at
+        from sefar_fast.train.telemetry import DataWaitMeter
 
+        cfg, p = self.cfg, self.progress
         ssl = cfg.method.name != "supervised" and epoch >= cfg.method.warmup_epochs and self.unlabeled is not None
         if ssl and self.teacher is None:
             from sefar_fast.train.ema import EmaTeacher
 
             self.teacher = EmaTeacher.create(self.model)
         xi = xi_at(epoch, cfg.method.warmup_epochs, cfg.optim.epochs) if ssl else 0.0
-        self.labeled.set_epoch(epoch)
-        self.labeled.load_state_dict({"epoch": epoch, "position": self.progress.step})
-        lab_iter = iter(self.labeled)
-        self._unl_it = self._unlabeled_iter() if ssl else None
         n = len(self.labeled)
-        acc = self.step_fn.new_accumulator()
+        self.labeled.load_state_dict({"epoch": epoch, "position": p.step})
+        lab_iter = iter(self.labeled)
+        self._unl_iter = iter(self.unlabeled) if ssl else None
+        acc = self._acc = self.step_fn.new_accumulator()
+        if self.acc_values:  # resumed inside this epoch: its running sums so far
+            for k, v in self.acc_values.items():
+                acc[k].fill_(v)
+            self.acc_values = None
+        self._skipped_reported = 0
         self.model.train()
-        accum = cfg.optim.accum_steps
-        desc = f"epoch {epoch + 1}/{cfg.optim.epochs} {'ssl' if ssl else 'sup'}"
-        profiler = self._profiler() if self.profile and epoch == self.progress.epoch else None
-        with progress_bar(desc, n) as bar:
-            bar.advance(self.progress.step)
-            for step in range(self.progress.step, n):
-                lab = next(lab_iter)
-                unl = self._next_unlabeled() if ssl else None
+        meter = DataWaitMeter()
+        lr = self.lr_at(epoch + p.step / n)
+        with progress_bar(f"epoch {epoch + 1}/{cfg.optim.epochs} {'ssl' if ssl else 'sup'}", n) as bar:
+            bar.advance(p.step)
+            for step in range(p.step, n):
+                with meter.waiting():
+                    lab = next(lab_iter)
+                    unl = self._next_unlabeled() if ssl else None
                 lr = self.lr_at(epoch + step / n)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                rng = np.random.default_rng([cfg.run.seed, 7, self.progress.global_step, self.dist.rank])
-                self.step_fn.micro_step(lab, unl, self.teacher, xi, rng, acc, scale=1.0 / accum)
-                self.progress.step = step + 1
-                self.progress.global_step += 1
-                if (step + 1) % accum == 0 or step + 1 == n:
-                    self.step_fn.optimizer_step(self.optimizer, self.teacher, acc, self.on_nan)
-                if profiler is not None:
-                    profiler.step()
-                    if step >= 5:
-                        profiler.stop()
-                        profiler = None
-                if (step + 1) % cfg.run.log_every == 0 or step + 1 == n:
+                self._global_step(lab, unl, xi, acc)
+                p.step, p.global_step = step + 1, p.global_step + 1
+                if self.profiler is not None:
+                    self.profiler.step_done()
+                signal_self_for_tests(p.global_step)
+                if p.step % cfg.run.log_every == 0 or p.step == n:
                     stats = self.step_fn.read(acc)
-                    self.log({"kind": "step", "epoch": epoch + 1, "step": step + 1, "lr": lr, **stats})
+                    self._check_nan_stop(stats)
+                    self.log({"kind": "step", "epoch": epoch + 1, "step": p.step, "global_step": p.global_step,
+                              "lr": lr, "data_wait": meter.interval_fraction(), **stats})
                     bar.advance(1, loss=stats["loss"], lr=lr)
                 else:
                     bar.advance(1)
-        stats = self.step_fn.read(acc, reduce=lambda t: all_reduce_sum(t, self.dist))
-        stats["lr"] = lr
-        stats["xi"] = xi
+                if self._stop_requested():
+                    return None
+                every = cfg.run.ckpt_every_steps
+                if every and p.global_step % every == 0 and p.step < n:
+                    self.save(acc, {})
+        if self.profiler is not None:
+            self.profiler.finish()
+        stats = self.step_fn.read(acc, reduce=lambda t: self._all_reduce(t))
+        self._check_nan_stop(stats)
+        stats.pop("first_skipped", None)
+        stats.update(lr=lr, xi=xi, data_wait=meter.total_fraction())
         return stats
 
-    def _unlabeled_iter(self):
-        u = self.unlabeled
-        u.set_epoch(self.progress.unlabeled_cycle)
-        u.load_state_dict({"epoch": self.progress.unlabeled_cycle, "position": self.progress.unlabeled_pos})
-        return iter(u)
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        from sefar_fast.train.distributed import all_reduce_sum
+
+        return all_reduce_sum(t, self.dist)
+
+    def _global_step(self, lab: dict, unl: dict | None, xi: float, acc: dict[str, torch.Tensor]) -> None:
+        """One optimizer step over this process's shards of the global batch."""
+        cfg, a, w = self.cfg, self.cfg.optim.accum_steps, self.dist.world_size
+        step = self.progress.global_step
+        micro = [(m, shard_of(lab, m, a), shard_of(unl, m, a)) for m in range(a)]
+        micro = [(m, lab_m, unl_m) for m, lab_m, unl_m in micro if lab_m is not None]
+        for i, (m, lab_m, unl_m) in enumerate(micro):
+            shard = self.dist.rank + w * m
+            rng = np.random.default_rng([cfg.run.seed, STEP_STREAM, step, shard])
+            torch.manual_seed(torch_seed_for(cfg.run.seed, step, shard))  # the model's own dropout
+            with self.step_fn.no_sync(i < len(micro) - 1):
+                self.step_fn.micro_step(lab_m, unl_m, self.teacher, xi, rng, acc, scale=1.0 / len(micro))
+        _poison_gradient_for_tests(self.model, step + 1)
+        self.step_fn.optimizer_step(self.optimizer, self.teacher, acc, self.on_nan)
 
     def _next_unlabeled(self):
-        """Next unlabeled batch; the unlabeled pool is cycled independently of the labeled epochs."""
+        """Next unlabeled batch; the unlabeled pool cycles on its own, independently of the labeled epochs."""
         try:
-            batch = next(self._unl_it)
+            return next(self._unl_iter)
         except StopIteration:
-            self.progress.unlabeled_cycle += 1
-            self.progress.unlabeled_pos = 0
-            self._unl_it = self._unlabeled_iter()
-            batch = next(self._unl_it)
-        self.progress.unlabeled_pos += 1
-        return batch
-
-    def _profiler(self):
-        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        prof = profile(activities=acts, schedule=schedule(wait=1, warmup=1, active=3),
-                       on_trace_ready=tensorboard_trace_handler(str(self.run_dir / "profile")))
-        prof.start()
-        return prof
+            self._unl_iter = iter(self.unlabeled)  # at the end of a pass the loader moves to the next one
+            return next(self._unl_iter)
 
     def validate(self) -> dict[str, float]:
         from sefar_fast.eval.evaluate import evaluate_model
@@ -372,8 +511,9 @@ class Trainer:
         out["val_model"] = primary
         return out
 
-    def finish(self, last: dict) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         cfg = self.cfg
+        last = self.progress.history[-1] if self.progress.history else {}
         result = {
             "run": str(self.run_dir), "method": cfg.method.name, "data": cfg.data.name, "arch": cfg.model.arch,
             "epochs": cfg.optim.epochs, "best_val_top1": self.progress.best, "best_epoch": self.progress.best_epoch,
@@ -382,12 +522,13 @@ class Trainer:
         if self.dist.is_main:
             (self.run_dir / "finished").write_text(json.dumps(result, indent=2, default=float) + "\n")
             self._write_summary()
-            rows = [(k, f"{100 * v:.2f}%" if k.startswith(("val_top", "val_mca", "pseudo")) else
+            rows = [(k, f"{100 * v:.2f}%" if k.startswith(("val_top", "val_mca", "pseudo", "data_wait")) else
                      (f"{v:.4g}" if isinstance(v, float) else str(v))) for k, v in last.items()]
             rows += [("best val top-1", f"{100 * self.progress.best:.2f}% (epoch {self.progress.best_epoch})"),
                      ("best checkpoint", str(self.run_dir / "best.safetensors"))]
+            if self.profiler is not None and self.profiler.written:
+                rows.append(("profiler trace", str(self.profiler.written)))
             console.print(results_table(f"sefar {cfg.method.name} on {cfg.data.name}", rows))
-        cleanup(self.dist)
         return result
 
     def _write_summary(self) -> None:
@@ -398,6 +539,14 @@ class Trainer:
         for h in self.progress.history:
             lines.append(",".join("" if h.get(k) is None else str(h.get(k)) for k in keys))
         (self.run_dir / "summary.csv").write_text("\n".join(lines) + "\n")
+
+
+def _poison_gradient_for_tests(model, step: int) -> None:
+    """SEFAR_TEST_NAN_AT_STEP=N[,M...]: make the gradients of optimizer step N (1-based) non-finite."""
+    spec = os.environ.get("SEFAR_TEST_NAN_AT_STEP")
+    if spec and step in {int(s) for s in spec.split(",")}:
+        p = next(q for q in model.parameters() if q.grad is not None)
+        p.grad.view(-1)[0] = float("nan")
 
 
 def train(cfg: Config, *, resume=None, resume_from=None, on_nan="skip", profile=False) -> dict[str, Any]:

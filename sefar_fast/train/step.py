@@ -14,7 +14,9 @@ SeFAR step (after the warm-up), for B labeled and Bu = 3B unlabeled clips:
 4. L = L_sup + xi * (w_un * L_un + w_mix * L_mix), backward (scaled for accumulation).
 
 Nothing here reads a value back to the host: running sums stay on the device and
-`read()` fetches them every `log_every` steps.
+`read()` fetches them every `log_every` steps. `optimizer_step` guards the update
+(`train.guard`): a non-finite loss or gradient leaves student, optimizer state and
+teacher exactly as they were, decided on the device, and counts a skipped step.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ import torch.nn.functional as F
 
 from sefar_fast.train.distributed import DistInfo
 
+# Per-rank sums (added over ranks when an epoch's stats are reduced).
 STAT_KEYS = ("loss", "loss_sup", "loss_un", "loss_mix", "eta_sum", "pseudo_correct", "pseudo_n", "sup_n",
-             "steps", "ssl_steps", "skipped")
+             "steps", "ssl_steps", "bad_loss", "bad_ssl")
+# The same on every rank (decided on all-reduced gradients): skipped optimizer steps, optimizer steps,
+# and the first skipped one (1-based index into this accumulator's optimizer steps; 0 = none).
+GLOBAL_KEYS = ("skipped", "opt_steps", "first_skipped")
 
 
 class TrainStep:
@@ -49,24 +55,34 @@ class TrainStep:
 
     # ------------------------------------------------------------------ stats
     def new_accumulator(self) -> dict[str, torch.Tensor]:
-        return {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in STAT_KEYS}
+        keys = STAT_KEYS + GLOBAL_KEYS + ("pending_bad",)  # pending_bad: non-finite losses since the last update
+        return {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in keys}
 
     def read(self, acc: dict[str, torch.Tensor], reduce=None) -> dict[str, float]:
-        """Host copy of the running means (one sync)."""
+        """Host copy of the running means (one sync). Means leave out micro-steps with a non-finite loss."""
         vec = torch.stack([acc[k] for k in STAT_KEYS])
         if reduce is not None:
             vec = reduce(vec.clone())
-        v = dict(zip(STAT_KEYS, vec.tolist()))
-        steps = max(v["steps"], 1.0)
+        vec = torch.cat([vec, torch.stack([acc[k] for k in GLOBAL_KEYS])])
+        v = dict(zip(STAT_KEYS + GLOBAL_KEYS, vec.tolist()))
+        steps = max(v["steps"] - v["bad_loss"], 1.0)
+        ssl_steps = max(v["ssl_steps"] - v["bad_ssl"], 1.0)
         out = {"loss": v["loss"] / steps, "loss_sup": v["loss_sup"] / steps}
         if v["ssl_steps"] > 0:
-            out["loss_un"] = v["loss_un"] / v["ssl_steps"]
-            out["loss_mix"] = v["loss_mix"] / v["ssl_steps"]
+            out["loss_un"] = v["loss_un"] / ssl_steps
+            out["loss_mix"] = v["loss_mix"] / ssl_steps
             out["eta_mean"] = v["eta_sum"] / max(v["pseudo_n"], 1.0)
             out["pseudo_acc"] = v["pseudo_correct"] / max(v["pseudo_n"], 1.0)
         if v["skipped"]:
             out["skipped_steps"] = int(v["skipped"])
+            out["first_skipped"] = int(v["first_skipped"])  # index into this accumulator's optimizer steps
         return out
+
+    def no_sync(self, skip_sync: bool):
+        """Context for one accumulation micro-step: DDP all-reduces gradients only on the last one."""
+        from contextlib import nullcontext
+
+        return self.net.no_sync() if skip_sync and self.dist.enabled else nullcontext()
 
     def state_dict(self) -> dict:
         return {}
@@ -121,8 +137,9 @@ class TrainStep:
                 logits = self.forward(x_l)
             loss_sup = F.cross_entropy(logits.float(), y_l)
             (loss_sup * scale).backward()
-            acc["loss"] += loss_sup.detach()
-            acc["loss_sup"] += loss_sup.detach()
+            bad = self._count_bad(loss_sup, acc)
+            acc["loss"] += _finite_or_zero(loss_sup, bad)
+            acc["loss_sup"] += _finite_or_zero(loss_sup, bad)
             acc["steps"] += 1
             acc["sup_n"] += b
             return
@@ -157,27 +174,62 @@ class TrainStep:
                     else torch.zeros((), device=self.device))
         loss = loss_sup + xi * (m.w_un * loss_un + m.w_mix * loss_mix)
         (loss * scale).backward()
-        acc["loss"] += loss.detach()
-        acc["loss_sup"] += loss_sup.detach()
-        acc["loss_un"] += loss_un.detach()
-        acc["loss_mix"] += loss_mix.detach()
-        acc["eta_sum"] += reg.eta.sum().detach()
+        bad = self._count_bad(loss, acc)
+        acc["bad_ssl"] += bad
+        acc["loss"] += _finite_or_zero(loss, bad)
+        acc["loss_sup"] += _finite_or_zero(loss_sup, bad)
+        acc["loss_un"] += _finite_or_zero(loss_un, bad)
+        acc["loss_mix"] += _finite_or_zero(loss_mix, bad)
+        acc["eta_sum"] += _finite_or_zero(reg.eta.sum(), bad)
         acc["pseudo_correct"] += (reg.pseudo_label == unl["labels"]).sum()
         acc["pseudo_n"] += bu
         acc["sup_n"] += b
         acc["steps"] += 1
         acc["ssl_steps"] += 1
 
-    def optimizer_step(self, optimizer, teacher, acc: dict[str, torch.Tensor], on_nan: str) -> None:
-        """SGD step, then the EMA update with the per-labeled-clip time constant."""
-        from sefar_fast.train.ema import decay_for
+    @staticmethod
+    def _count_bad(loss: torch.Tensor, acc: dict[str, torch.Tensor]) -> torch.Tensor:
+        bad = ~torch.isfinite(loss.detach())
+        acc["bad_loss"] += bad
+        acc["pending_bad"] += bad
+        return bad
 
-        optimizer.step()
+    def optimizer_step(self, optimizer, teacher, acc: dict[str, torch.Tensor], on_nan: str) -> None:
+        """Optimizer step, then the EMA update with the per-labeled-clip time constant, both skipped
+        (exactly, on the device) when a loss or gradient since the last step was non-finite.
+
+        `on_nan` ("skip" or "stop") does not change the step: both skip; the trainer stops on `stop`
+        when it reads the count back (`read`)."""
+        from sefar_fast.train.distributed import all_reduce_sum
+        from sefar_fast.train.ema import decay_for
+        from sefar_fast.train.guard import all_finite, guarded_update
+
+        params = list(self.model.parameters())
+        bad = acc["pending_bad"] + (~all_finite([p.grad for p in params], self.device)).double()
+        if self.dist.enabled:  # gradients agree after the all-reduce; a loss may be non-finite on one rank only
+            bad = all_reduce_sum(bad.clone(), self.dist)
+        ok = bad == 0
+        teacher_tensors = list(teacher.module.state_dict().values()) if teacher is not None else []
+        o = self.cfg.optim
+        decay = decay_for(o.batch_size * o.accum_steps * self.dist.world_size, self.cfg.method.ema_decay)
+
+        def update():
+            optimizer.step()
+            if teacher is not None:
+                teacher.update(self.model, decay)
+
+        ok = guarded_update(ok, optimizer, params, teacher_tensors, update)
         optimizer.zero_grad(set_to_none=True)
-        if teacher is not None:
-            o = self.cfg.optim
-            clips = o.batch_size * o.accum_steps * self.dist.world_size
-            teacher.update(self.model, decay_for(clips, self.cfg.method.ema_decay))
+        skipped = (~ok).double()
+        acc["opt_steps"] += 1
+        acc["first_skipped"] = torch.where((acc["first_skipped"] == 0) & ~ok, acc["opt_steps"], acc["first_skipped"])
+        acc["skipped"] += skipped
+        acc["pending_bad"].zero_()
+
+
+def _finite_or_zero(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """The value for the running sums; 0 for a non-finite one (it is counted in bad_loss instead)."""
+    return torch.where(bad, torch.zeros_like(value), value.detach())
 
 
 def make_step(cfg, model, device, amp, compile, dist) -> TrainStep:

@@ -1,0 +1,53 @@
+"""Checks of a training run's inputs, made before any long work starts.
+
+`preflight` runs before the data is opened (which may decode a whole dataset on
+first use) and checks what needs no data: files and folders named on the command
+line, and option combinations the model cannot take. `check_data` runs once the
+clips are known. Each problem is one `SefarError` line; situations the method has
+a defined answer for (clips shorter than the elements, no unlabeled clips) are
+warnings, printed once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sefar_fast.config import Config
+from sefar_fast.errors import SefarError
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
+
+
+def preflight(cfg: Config) -> None:
+    from sefar_fast.models.sizes import arch_spec
+
+    d, model = cfg.data, cfg.model
+    if model.pretrained:
+        p = Path(model.pretrained)
+        if not p.is_file():
+            raise SefarError(f"pretrained weights {p} not found; give a local .pth, .npz or .safetensors file")
+        if p.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise SefarError(f"pretrained weights {p}: unknown suffix {p.suffix!r}; use .pth, .pt, .npz or .safetensors")
+    if d.root is not None and not Path(d.root).is_dir():
+        raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
+    kind, sep, where = d.name.partition(":")
+    if sep and kind in ("store", "lists", "folder") and not Path(where).is_dir():
+        raise SefarError(f"--data {d.name}: folder {where} does not exist")
+    patch = arch_spec(model.arch, model.patch_size).patch_size
+    if d.crop % patch:
+        raise SefarError(f"data.crop {d.crop} is not a multiple of the patch size {patch} of {model.arch}; "
+                         f"use a crop such as {max(patch, d.crop // patch * patch)} or set model.patch_size")
+
+
+def check_data(cfg: Config, data, warn) -> None:
+    """Checks that need the clips: `warn(text)` prints a warning (on rank 0)."""
+    k = cfg.num_frames
+    train = list(data.labeled) + list(data.unlabeled)
+    lengths = [data.store.records[i].num_frames for i in train]
+    short = [n for n in lengths if n < k]
+    if short:
+        warn(f"{len(short)} of {len(train)} training clips have fewer than {k} frames (shortest {min(short)}): "
+             f"their elements repeat frames (the reference code's fallback); shorter method.elements avoid it")
+    if cfg.method.name != "supervised" and not data.unlabeled:
+        warn(f"no unlabeled clips (label rate {cfg.data.label_rate}): --method {cfg.method.name} trains "
+             "supervised only")

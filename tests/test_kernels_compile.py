@@ -1,0 +1,56 @@
+"""The kernels compile for a Hopper GPU (sm_90) without one: triton.compile runs its whole
+pipeline (TTIR, TTGIR, LLVM, PTX, ptxas) on the CPU. The interpreter accepts programs the
+compiler rejects (a loop-carried value changing type, say), so this is the check that the
+code the tests interpret is also code a GPU can run. The signatures mirror the argument
+types the launchers in `sefar_fast.kernels` pass.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"), reason="interpreter mode"),
+]
+
+VIEW_ARGS = dict(frames_ptr="*u8", box_ptr="*fp32", flip_ptr="*i32", order_ptr="*i32", scale_ptr="*fp32",
+                 norm_ptr="*fp32")
+SIZES = dict(K="i32", H0="i32", W0="i32", S="i32", stride_b="i64")
+
+
+def compile_for_hopper(fn, signature, constexprs, num_warps):
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this triton has no ahead-of-time compiler API")
+    signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    assert len(compiled.asm["cubin"]) > 0
+
+
+@pytest.mark.parametrize("out", ["*bf16", "*fp32"])
+def test_view_kernels_compile(out):
+    from sefar_fast.kernels import views
+
+    compile_for_hopper(views._views_kernel, {**VIEW_ARGS, "out_ptr": out, **SIZES}, dict(BLOCK_R=2, BLOCK_S=256), 4)
+    mixed = {**VIEW_ARGS, "inverse_ptr": "*i32", "frame_el_ptr": "*i32", "tube_ptr": "*i32", "strong_ptr": out,
+             "mixed_ptr": out, **SIZES, "PATCH": "i32", "HP": "i32", "WP": "i32"}
+    compile_for_hopper(views._strong_mixed_kernel, mixed, dict(BLOCK_R=2, BLOCK_S=256), 4)
+
+
+def test_regulation_kernel_compiles():
+    from sefar_fast.kernels import regulation
+
+    signature = {name: "*fp32" for name in ("feat_ptr", "w_ptr", "bias_ptr", "mean_ptr", "std_ptr")}
+    signature.update(label_ptr="*i64", stats_ptr="*fp32", masks_ptr="*fp32", scratch_ptr="*fp32", seed="i64",
+                     B="i32", C="i32", U="i32", inv_u="fp32", inv_dof="fp32", p_drop="fp32", keep_scale="fp32",
+                     threshold="fp32")
+    constexprs = dict(D=256, BLOCK_U=16, BLOCK_C=32, BLOCK_D=64, MODE=0, WRITE_MASKS=True, UNIFORM_SHIFT=8,
+                      UNIFORM_STEP=2.0**-24)
+    compile_for_hopper(regulation._regulate_kernel, signature, constexprs, regulation.NUM_WARPS)
