@@ -101,6 +101,16 @@ json.dump(r, open('$OUT/$STEM-dali-check.json', 'w'), indent=2)
 print(r)
 sys.exit(0 if r['ok'] else 1)"
 
+# 3b. Direct video decode (NVDEC through DALI "mixed") against PyAV, and its throughput.
+part video-check 90 "$PY" -c "
+import json, sys
+from sefar_fast.data.bench import bench_direct_video, check_video_decode
+r = {'check': check_video_decode('cuda')}
+r['h264'] = bench_direct_video(codec='h264', device='cuda', batches=20, batch_size=32)
+json.dump(r, open('$OUT/$STEM-video-check.json', 'w'), indent=2, default=str)
+print(r)
+sys.exit(0 if r['check'].get('ok') else 1)"
+
 # 4-5. The benchmark, 8 frames at 224 x 224, 8 labeled + 8 unlabeled clips per iteration.
 for ARCH in vit-s vit-b; do
     CAP=$([ "$ARCH" = vit-b ] && echo 220 || echo 180)

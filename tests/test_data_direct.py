@@ -293,3 +293,43 @@ def test_video_spec_and_open_dataset(tmp_path, monkeypatch):
     assert sorted(ds.labeled + ds.unlabeled) == ds.store.indices("train") and len(ds.val) == 2
     assert set(ds.labels(ds.labeled).tolist()) == {0, 1}  # at least one labeled clip per class
     assert json.loads((tmp_path / "split.json").read_text())["labeled"] == ds.labeled
+
+
+def test_bench_direct_video_measures_and_reports_routes(tmp_path, monkeypatch):
+    from sefar_fast.data import bench
+
+    result = bench.bench_direct_video(codec="h264", batches=2, batch_size=2, frame_size=(16, 16), views=2,
+                                      clips=3, frames=10, size=(32, 48), warmup=1, workers=1, prefetch=1)
+    assert result["batches"] == 2 and result["codec"] == "h264" and result["frames_per_clip"] == 8
+    assert result["frames_per_s"] == pytest.approx(result["clips_per_s"] * 16)
+    # 3 batches of an epoch of 2 + 1 clips were consumed (more may have been prefetched): all through PyAV
+    assert result["routes"]["pyav"] >= 5 and result["routes"]["dali"] == 0
+
+    calls = []
+    monkeypatch.setattr(bench, "bench_direct_video", lambda **kw: calls.append(kw) or {"clips_per_s": 1.0})
+    bench.synthetic_store(tmp_path / "s", clips=4, frames=8, size=(32, 40))
+    both = bench.bench_data(tmp_path / "s", batches=1, batch_size=2, frame_size=(16, 16), workers=1, warmup=0,
+                            direct_codecs=("h264", "vp9"))
+    assert both["clips_per_s"] > 0 and set(both["direct_video"]) == {"h264", "vp9"}
+    assert [c["codec"] for c in calls] == ["h264", "vp9"] and calls[0]["frame_size"] == (16, 16)
+
+
+@pytest.mark.skipif(not dali_available(), reason="DALI not installed")
+def test_video_decode_check_runs_on_the_cpu():
+    from sefar_fast.data.bench import check_video_decode
+
+    result = check_video_decode("cpu", batch_size=2, frame_size=(32, 32))
+    assert result["ok"], result
+    assert result["vp9"]["routes"]["dali"] == 2 and result["h264"]["routes"]["pyav"] == 2  # CPU: H.264 by PyAV
+    assert result["vp9"]["mean_abs_diff"] < 3 and result["h264"]["mean_abs_diff"] < 1  # same decoder: resize only
+
+
+def test_new_windows_of_an_indexed_file_are_measured(tmp_path):
+    path = h264(tmp_path / "long.mp4", 30)  # 10 fps
+    first = source_of([SourceClip("w1", path, 0, "train", start=0.5, end=1.0)], tmp_path)
+    assert [(r.first, r.num_frames) for r in first.records] == [(5, 5)]
+    both = source_of([SourceClip("w1", path, 0, "train", start=0.5, end=1.0),
+                      SourceClip("w2", path, 1, "val", start=2, end=None)], tmp_path)  # int start: same key rule
+    assert [(r.first, r.num_frames) for r in both.records] == [(5, 5), (20, 10)]
+    windows = json.loads((tmp_path / "index.json").read_text())["files"][str(path)]["windows"]
+    assert windows == {"0.5|1.0": [5, 5], "2.0|None": [20, 10]}

@@ -77,7 +77,7 @@ def reference(synth_cache, tmp_path_factory, single_thread):
     mp.setenv("SEFAR_CACHE", str(synth_cache))
     from sefar_fast.cli.app import main
 
-    mp.setattr(sys, "argv", ["sefar", "train", *TINY, "--out", str(out)])
+    mp.setattr(sys, "argv", ["sefar", "train", *TINY, "--out", str(out), "--profile"])  # numerics unchanged
     try:
         main()
     finally:
@@ -93,6 +93,10 @@ def test_reference_run_writes_the_expected_files(reference):
     meta = read_metadata(reference / "last.safetensors")
     assert meta["global_step"] == 10
     assert load_state(reference / "last.state")["checkpoint_id"] == meta["checkpoint_id"]
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["data_wait"] <= 1 for r in records)  # every step and epoch record has it
+    trace = json.loads((reference / "profile" / "trace-rank0.json").read_text())  # --profile
+    assert any("aten::" in e.get("name", "") for e in trace["traceEvents"])
 
 
 @pytest.mark.slow
@@ -107,9 +111,12 @@ def test_sigint_mid_epoch_then_resume_equals_uninterrupted(reference, synth_cach
     assert not (run / "finished").exists()
 
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
-    # The shards of a global batch are part of the run: another layout is refused before any step.
+    # The shards of a global batch are part of the run: another layout is refused before any step,
+    # and the refusal leaves the run folder as it was.
+    saved_config = (run / "config.yaml").read_text()
     code, err = run_cli(["train", "--resume-from", run, "optim.accum_steps=2"], monkeypatch, capsys)
     assert code == 2 and "keep processes x optim.accum_steps = 1" in err
+    assert (run / "config.yaml").read_text() == saved_config
     code, err = run_cli(["train", "--resume-from", run], monkeypatch, capsys)
     assert code == 0, err
     assert_same_weights(run / "last.safetensors", reference / "last.safetensors")
@@ -145,3 +152,43 @@ def test_kill_during_checkpoint_write_keeps_a_consistent_pair(reference, synth_c
     assert code == 0, err
     assert not list(run.glob(".*.tmp"))
     assert_same_weights(run / "last.safetensors", reference / "last.safetensors")
+
+
+@pytest.mark.parametrize("crash_in", ["state", "weights", "link"])
+def test_a_crash_at_any_point_of_a_save_leaves_a_pair_to_resume_from(tmp_path, monkeypatch, crash_in):
+    from sefar_fast.train import checkpoints
+    from sefar_fast.train.checkpoints import RunCheckpoints
+
+    files = RunCheckpoints(tmp_path)
+    meta = {"config": {}, "class_names": ["a"]}
+
+    def save(step):
+        files.save({"w": torch.full((3,), float(step))}, {"w": torch.zeros(3)}, {**meta, "step": step},
+                   {"progress": {"global_step": step}}, epoch_end=step, best=True, keep=2)
+
+    save(1)
+    save(2)
+
+    def crash(*args, **kwargs):  # the process dies at this point of the save
+        raise KeyboardInterrupt("killed")
+
+    name = {"state": "save_state", "weights": "save_weights", "link": "link_or_copy"}[crash_in]
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, name, crash)
+        with pytest.raises(KeyboardInterrupt):
+            save(3)
+    weights, state = RunCheckpoints(tmp_path).load_latest()
+    expected = 3 if crash_in == "link" else 2  # the pair is complete once last.safetensors is renamed
+    assert weights.meta["step"] == expected and state["progress"]["global_step"] == expected
+    assert torch.equal(weights.student["w"], torch.full((3,), float(expected)))
+    assert load_state(tmp_path / "last.state")["checkpoint_id"] == weights.meta["checkpoint_id"]  # invariant back
+
+
+def test_keep_policy_keeps_the_newest_epoch_files(tmp_path):
+    from sefar_fast.train.checkpoints import RunCheckpoints
+
+    files = RunCheckpoints(tmp_path)
+    for epoch in range(1, 5):
+        files.save({"w": torch.zeros(1)}, None, {"config": {}, "class_names": []}, {}, epoch_end=epoch, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("epoch-*")) == ["epoch-003.safetensors", "epoch-004.safetensors"]
+    assert load_weights(tmp_path / "epoch-004.safetensors").meta == load_weights(tmp_path / "last.safetensors").meta

@@ -137,6 +137,8 @@ def table_rows(record: dict) -> list[tuple[str, str, str]]:
         if name == "data":
             add(f"loader clips/s ({sec.get('backend')}, batch {sec.get('batch_size')})", "clips_per_s")
             add("loader frames/s", "frames_per_s")
+            for codec, d in (sec.get("direct_video") or {}).items():
+                rows.append((name, f"direct video {codec} clips/s (no store)", _fmt(d.get("clips_per_s"), "")))
             if "headroom" in sec:
                 add("fast step needs clip-views/s", "step_needs_clips_per_s")
                 add("loader headroom over the fast step", "headroom", "x")

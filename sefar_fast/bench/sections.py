@@ -81,7 +81,8 @@ def data_section(s: BenchSettings) -> dict:
         root = Path(tmp) / "store"
         synthetic_store(root, clips=s.data_clips, frames=16, size=tuple(s.data_source_size), seed=s.seed)
         res = bench_data(root, device=s.device, batches=s.data_batches, batch_size=s.data_batch_size,
-                         elements=s.elements, frame_size=tuple(s.frame_size), views=1, warmup=1)
+                         elements=s.elements, frame_size=tuple(s.frame_size), views=1, warmup=1,
+                         direct_codecs=("h264", "vp9"))
     h, w = s.data_source_size
     res["store"] = f"synthetic: {s.data_clips} clips of 16 frames at {h}x{w}"
     return res

@@ -354,25 +354,28 @@ def main() -> None:
 
     from sefar_fast.train.signals import Interrupted
 
+    from rich.markup import escape
+
     rank = os.environ.get("RANK", "0")
-    where = "" if rank == "0" else f"[rank {rank}] "  # under torchrun every rank reports
+    where = "" if rank == "0" else escape(f"[rank {rank}] ")  # under torchrun every rank reports
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="sefar")
     except SefarError as e:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]{where}error:[/] {e}", soft_wrap=True)
+        err_console.print(f"[bold red]{where}error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except click_errors.UsageError as e:
         command = e.ctx.command_path if e.ctx is not None else "sefar"
-        err_console.print(f"[bold red]error:[/] {e.format_message()} (see `{command} --help`)", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see '{command} --help')",
+                          soft_wrap=True)
         sys.exit(2)
     except click_errors.ClickException as e:
-        err_console.print(f"[bold red]error:[/] {e.format_message()}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(e.format_message())}", soft_wrap=True)
         sys.exit(e.exit_code)
     except Interrupted as e:
         if rank == "0":
-            err_console.print(f"[yellow]{e}[/]", soft_wrap=True)
+            err_console.print(f"[yellow]{escape(str(e))}[/]", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

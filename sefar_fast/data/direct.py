@@ -53,6 +53,7 @@ class VideoFile:
     num_frames: int
     height: int
     width: int
+    size: int = 0  # bytes of a video file (0 for a frame folder)
     keyframes: tuple[tuple[int, int], ...] = ()  # (frame index, pts) a seek may start from; () = never seek
     frame_files: tuple[str, ...] = ()  # frame folders: the image files in frame order
 
@@ -150,7 +151,12 @@ def open_video_source(spec: str, *, root=None, path_prefix: str | None = None, c
 
 # ---- indexing: decode each file once -------------------------------------------------------------------------------
 def _window_key(start, end) -> str:
-    return f"{start}|{end}"
+    return "|".join("None" if v is None else repr(float(v)) for v in (start, end))
+
+
+def _parse_window_key(key: str) -> tuple[float | None, float | None]:
+    start, end = (None if v == "None" else float(v) for v in key.split("|"))
+    return start, end
 
 
 def probe_video(path, windows: Sequence[tuple[float | None, float | None]] = ()) -> dict:
@@ -290,13 +296,12 @@ def build_video_source(sources, *, cache_path=None, workers: int | None = None,
             failures.append((path, f"video {p} does not exist"))
             continue
         old = cached.get(path)
-        wanted = {_window_key(*w) for w in windows}
-        if old and old.get("stat") == _stat_key(p) and wanted <= set(old.get("windows", {})):
+        unchanged = bool(old) and old.get("stat") == _stat_key(p)
+        if unchanged and {_window_key(*w) for w in windows} <= set(old["windows"]):
             entries[path] = old
         else:
-            # windows already known for this file are decoded again with the new ones (one pass)
-            known = [tuple(None if v == "None" else float(v) for v in k.split("|"))
-                     for k in (old or {}).get("windows", {})] if old and old.get("stat") == _stat_key(p) else []
+            # an unchanged file's known windows are measured again with the new ones (one pass)
+            known = [_parse_window_key(k) for k in old["windows"]] if unchanged else []
             todo.append((path, sorted(set(windows) | set(known), key=str)))
 
     total, done = len(windows_of), len(windows_of) - len(todo)
@@ -315,7 +320,7 @@ def build_video_source(sources, *, cache_path=None, workers: int | None = None,
 
     for path, e in entries.items():
         files[path] = VideoFile(path, "video", e["codec"], int(e["frames"]), int(e["height"]), int(e["width"]),
-                                tuple((int(i), int(t)) for i, t in e["keyframes"]))
+                                int(e["stat"][0]), tuple((int(i), int(t)) for i, t in e["keyframes"]))
     records: list[VideoRecord] = []
     for clip in sources.clips:
         path = str(clip.path)

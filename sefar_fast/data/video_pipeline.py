@@ -7,6 +7,7 @@ reads a `direct.VideoSource`. Each clip takes one of three routes, by codec and 
   in one graph. `device="mixed"` (NVDEC) on a GPU for H.264, HEVC, VP8, VP9, AV1, MPEG-4 and
   MJPEG; on the CPU (`device_id=None`) for VP8, VP9 and MJPEG, all DALI 2.4's CPU decoder reads.
   DALI's reader would skip files it cannot read; the decoder op on our own bytes cannot.
+  Files over DALI_MAX_FILE_BYTES (long videos that clips are windows of) take the PyAV route.
 - PyAV (FFmpeg on the CPU) for every other codec and for any clip the DALI graph fails on:
   seek to the last indexed keyframe at or before the first wanted frame, decode forward, keep
   the wanted frames. They then go through a DALI resize graph on the device, the same resize
@@ -34,6 +35,9 @@ from sefar_fast.errors import SefarError
 
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg"})
+# DALI decodes from the whole file in memory, read again for every clip; past this size (a long
+# video a clip is a short window of) PyAV's seek-and-read is cheaper.
+DALI_MAX_FILE_BYTES = 256 << 20
 
 
 # ---- PyAV: sparse frames of one file -------------------------------------------------------------------------------
@@ -162,7 +166,9 @@ class DaliVideoGraph(_DaliGraph):
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
         # pad_mode "none": an index past the end is an error (then PyAV decides), never a silent black frame
-        video = fn.decoders.video(encoded, device="mixed" if self.on_gpu else "cpu", frames=frames, pad_mode="none")
+        # affine=False: pinned decoder threads of several graphs (producer threads, DDP ranks) would share cores
+        video = fn.decoders.video(encoded, device="mixed" if self.on_gpu else "cpu", frames=frames, pad_mode="none",
+                                  affine=False)
         return self._resize(video)
 
     def decode(self, encoded: list[np.ndarray], frames: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
@@ -216,7 +222,9 @@ class VideoFrameDecoder:
         f = self.source.file_of(record)
         if f.kind == "frames":
             return "images"
-        return "dali" if f.codec in self.dali_codecs and f.path not in self.dali_failed else "pyav"
+        if f.codec in self.dali_codecs and f.size <= DALI_MAX_FILE_BYTES and f.path not in self.dali_failed:
+            return "dali"
+        return "pyav"
 
     def decode_clips(self, records: Sequence[int], frame_ids: np.ndarray) -> torch.Tensor:
         """Frames frame_ids[j] (int [B, N], clip-relative) of clips records[j]: uint8 [B * N, H0, W0, 3]."""

@@ -34,7 +34,7 @@ ARCHS: dict[str, ArchSpec] = {
     "vit-s": ArchSpec("vit-s", dim=384, depth=12, heads=6, patch_size=16),
     "vit-b": ArchSpec("vit-b", dim=768, depth=12, heads=12, patch_size=16),
     # Small enough to train on the built-in synthetic data on a laptop CPU.
-    "vit-pico": ArchSpec("vit-pico", dim=128, depth=4, heads=4, patch_size=8),
+    "vit-pico": ArchSpec("vit-pico", dim=64, depth=4, heads=2, patch_size=8),
     # Unit tests only.
     "vit-test": ArchSpec("vit-test", dim=32, depth=1, heads=2, patch_size=8),
 }

@@ -27,7 +27,8 @@ def preflight(cfg: Config) -> None:
         if not p.is_file():
             raise SefarError(f"pretrained weights {p} not found; give a local .pth, .npz or .safetensors file")
         if p.suffix.lower() not in WEIGHT_SUFFIXES:
-            raise SefarError(f"pretrained weights {p}: unknown suffix {p.suffix!r}; use .pth, .pt, .npz or .safetensors")
+            raise SefarError(f"pretrained weights {p}: unknown suffix {p.suffix!r}; "
+                             "use .pth, .pt, .npz or .safetensors")
     if d.root is not None and not Path(d.root).is_dir():
         raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
     kind, sep, where = d.name.partition(":")

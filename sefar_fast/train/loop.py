@@ -9,35 +9,25 @@ One epoch is one pass over the labeled clips (as the paper). The first
 student when they end, and the semi-supervised loss ramps in with xi. The
 arithmetic of one step lives in `train.step`; this module only drives it.
 
-Global batch and shards. One optimizer step consumes a global batch of
-batch_size x accum_steps x world_size labeled clips (and unlabeled_ratio times as
-many unlabeled ones). Each process's loader yields its accum_steps micro-batches
-as one batch, and micro-batch m of rank r is *shard* v = r + world_size*m: the
-clips at global positions v, v + S, v + 2S, ... (S = world_size x accum_steps
-shards). Every random draw of a shard's micro-step (views, mixing, MC dropout,
-the model's own dropout) comes from (seed, optimizer step, v), so a global batch is
-the same clips with the same randomness whatever the split into processes and
-accumulation steps: 2 processes x accum 1 train like 1 process x accum 2, up to
-floating-point summation order. Mixing partners are drawn inside a shard.
+One optimizer step takes a global batch of batch_size x accum_steps x world_size
+labeled clips, split into shards whose clips and random draws do not depend on how
+they are spread over processes and accumulation steps (`train.shards`).
 
 Exact resume. Nothing random depends on history: loader content depends on
 (seed, epoch, position), step draws on (seed, step, shard). A checkpoint therefore
 needs weights, optimizer state, the step counters and the loader positions
-(`train.checkpoints` writes them as a consistent pair); RNG states are saved and
-restored as well. A resumed run continues bit for bit as the uninterrupted one.
+(`train.state`, written as a consistent pair by `train.checkpoints`). A resumed run
+continues bit for bit as the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from sefar_fast.cli.progress import console, err_console, progress_bar, results_table
@@ -46,23 +36,9 @@ from sefar_fast.errors import SefarError
 from sefar_fast.train import resume as resume_rules
 from sefar_fast.train.checkpoints import RunCheckpoints
 from sefar_fast.train.distributed import any_rank, barrier, broadcast_object, cleanup, init_distributed
+from sefar_fast.train.shards import seed_shard, shard_id, shard_of
 from sefar_fast.train.signals import Interrupted, StopRequest, signal_self_for_tests
-
-STATE_FORMAT = 2
-STEP_STREAM, TORCH_STREAM = 7, 11  # keep the step's numpy draws and the torch seed independent
-
-
-@dataclass
-class Progress:
-    """Where the run stands; saved in the .state file."""
-
-    epoch: int = 0  # next epoch to run
-    step: int = 0  # optimizer steps done in the current epoch
-    global_step: int = 0  # optimizer steps done in the whole run
-    best: float = -1.0
-    best_epoch: int = -1
-    finished: bool = False
-    history: list[dict] = field(default_factory=list)
+from sefar_fast.train.state import Progress, capture, restore
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -79,18 +55,6 @@ def model_from_config(cfg: Config, num_classes: int):
         img_size=cfg.data.crop, patch_size=cfg.model.patch_size, drop_path=cfg.model.drop_path,
         head_dropout=cfg.model.head_dropout, attn=cfg.model.attn,
     )
-
-
-def shard_of(batch: dict | None, m: int, shards: int) -> dict | None:
-    """Micro-batch m of a loader batch holding `shards` micro-batches (samples m, m+shards, ...)."""
-    if batch is None or shards == 1:
-        return batch
-    part = {k: v[m::shards] for k, v in batch.items()}
-    return part if part["labels"].shape[0] else None
-
-
-def torch_seed_for(seed: int, step: int, shard: int) -> int:
-    return int(np.random.SeedSequence([seed, TORCH_STREAM, step, shard]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Trainer:
@@ -119,7 +83,7 @@ class Trainer:
             try:
                 plan = resume_rules.plan_run(self.cfg, resume, resume_from, default_run_dir(self.cfg))
                 if plan.resuming:
-                    resume_rules.check_same_run(plan.run_dir, self.cfg)
+                    resume_rules.check_same_run(plan.run_dir, self.cfg, explicit=resume_from is not None)
                 answer = (plan, None)
             except SefarError as e:
                 answer = (None, str(e))
@@ -136,9 +100,10 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not self.resuming:
-                resume_rules.clear_unfinished(self.run_dir)
             self.files.clean_temporaries()
+            if not self.resuming:  # written first, so a start that fails below leaves a recognisable run folder
+                resume_rules.clear_unfinished(self.run_dir)
+                self._write_config()
         barrier(self.dist)
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
         self.class_names = self.data.class_names
@@ -156,18 +121,23 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.teacher = None
         self.progress = Progress()
-        self.acc_values: dict[str, float] | None = None
+        self.acc_values: dict[str, float] | None = None  # running sums of a checkpoint taken mid-epoch
         self.loader_states: dict = {}
+        self.step_state: dict | None = None
+        self.saved_at: int | None = None
         if self.resuming:
             self._load_resume()
-        if self.dist.is_main:
-            from sefar_fast.checkpoint import atomic_write
-
-            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
+            if self.dist.is_main:  # only once the run was accepted: a refused resume leaves the folder as it was
+                self._write_config()
         from sefar_fast.train.step import make_step
 
         self.step_fn = make_step(cfg, self.model, self.device, self.amp, self.compile, self.dist)
         self._loaders()
+
+    def _write_config(self) -> None:
+        from sefar_fast.checkpoint import atomic_write
+
+        atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(self.cfg.to_yaml()))
 
     def _warn(self, text: str) -> None:
         if self.dist.is_main:
@@ -215,62 +185,18 @@ class Trainer:
                 loader.close()
 
     # ------------------------------------------------------------------ resume
-    def _state_dict(self, acc: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-        loaders = {"labeled": self.labeled.state_dict()}
-        if self.unlabeled is not None:
-            loaders["unlabeled"] = self.unlabeled.state_dict()
-        metrics = self.run_dir / "metrics.jsonl"
-        return {
-            "format": STATE_FORMAT,
-            "progress": asdict(self.progress),
-            "optimizer": self.optimizer.state_dict(),
-            "loaders": loaders,
-            "acc": {k: float(v) for k, v in zip(acc, torch.stack(list(acc.values())).tolist())} if acc else None,
-            "layout": {"batch_size": self.cfg.optim.batch_size, "shards": self.shards},
-            "metrics_bytes": metrics.stat().st_size if metrics.is_file() else 0,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "step_fn": self.step_fn.state_dict(),
-        }
-
     def _load_resume(self) -> None:
-        from sefar_fast.train.ema import EmaTeacher
-
         if not self.files.exists():
             raise SefarError(f"rank {self.dist.rank} cannot read {self.files.last}; resuming a multi-node run "
                              "needs the run folder on a shared file system")
-        barrier(self.dist)  # rank 0 may rename prev.state -> last.state while loading: let it finish first
-        if self.dist.is_main:
-            weights, st = self.files.load_latest()
+        barrier(self.dist)
+        if self.dist.is_main:  # may rename prev.state -> last.state: the other ranks read after it
+            weights, state = self.files.load_latest()
         barrier(self.dist)
         if not self.dist.is_main:
-            weights, st = self.files.load_latest()
-        if st.get("format") != STATE_FORMAT:
-            raise SefarError(f"{self.files.last_state} was written by another sefar version (state format "
-                             f"{st.get('format')}, this one reads {STATE_FORMAT}); it cannot be resumed")
-        resume_rules.check_batch_layout(st, self.cfg, self.dist.world_size, self.run_dir)
-        if len(weights.class_names) != self.data.num_classes:
-            raise SefarError(f"{self.files.last} has {len(weights.class_names)} classes but the data has "
-                             f"{self.data.num_classes}; resume with the run's own data")
-        self.model.load_state_dict(weights.student)
-        if weights.teacher is not None:
-            self.teacher = EmaTeacher.create(self.model)
-            self.teacher.load_state_dict(weights.teacher)
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.progress = Progress(**st["progress"])
-        self.acc_values = st.get("acc")
-        self.loader_states = st.get("loaders", {})
-        self._resume_step_state = st.get("step_fn")
-        rng = st["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        metrics = self.run_dir / "metrics.jsonl"
-        if self.dist.is_main and metrics.is_file():  # drop records written after the checkpoint
-            with open(metrics, "r+b") as f:
-                f.truncate(min(st.get("metrics_bytes", 0), metrics.stat().st_size))
+            weights, state = self.files.load_latest()
+        restore(self, weights, state)
+        self.saved_at = self.progress.global_step
         if self.dist.is_main:
             console.print(f"[yellow]resuming[/] {self.run_dir} at epoch {self.progress.epoch + 1}, "
                           f"step {self.progress.step} (global step {self.progress.global_step})")
@@ -288,7 +214,7 @@ class Trainer:
             self._check_nan_stop(self.step_fn.read(acc))
         if self.dist.is_main:
             teacher = self.teacher.state_dict() if self.teacher is not None else None
-            self.files.save(self.model.state_dict(), teacher, self._meta(metrics), self._state_dict(acc),
+            self.files.save(self.model.state_dict(), teacher, self._meta(metrics), capture(self, acc),
                             epoch_end=epoch_end, best=best, keep=self.cfg.run.keep)
         barrier(self.dist)
         self.saved_at = self.progress.global_step
@@ -306,7 +232,7 @@ class Trainer:
         epoch_start = self.progress.global_step - self.progress.step
         first = epoch_start + stats["first_skipped"]
         if self.on_nan == "stop":
-            saved = getattr(self, "saved_at", None)
+            saved = self.saved_at
             last = (f"the last good checkpoint is {self.files.last} (step {saved})" if saved is not None
                     else "no checkpoint was written before it")
             raise SefarError(
@@ -327,8 +253,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         try:
             self.setup()
-            if getattr(self, "_resume_step_state", None):
-                self.step_fn.load_state_dict(self._resume_step_state)
+            if self.step_state:
+                self.step_fn.load_state_dict(self.step_state)
             self._announce()
             with StopRequest(announce=self.dist.is_main) as stop:
                 self.stop = stop
@@ -478,9 +404,7 @@ class Trainer:
         micro = [(m, shard_of(lab, m, a), shard_of(unl, m, a)) for m in range(a)]
         micro = [(m, lab_m, unl_m) for m, lab_m, unl_m in micro if lab_m is not None]
         for i, (m, lab_m, unl_m) in enumerate(micro):
-            shard = self.dist.rank + w * m
-            rng = np.random.default_rng([cfg.run.seed, STEP_STREAM, step, shard])
-            torch.manual_seed(torch_seed_for(cfg.run.seed, step, shard))  # the model's own dropout
+            rng = seed_shard(cfg.run.seed, step, shard_id(self.dist.rank, w, m))
             with self.step_fn.no_sync(i < len(micro) - 1):
                 self.step_fn.micro_step(lab_m, unl_m, self.teacher, xi, rng, acc, scale=1.0 / len(micro))
         _poison_gradient_for_tests(self.model, step + 1)

@@ -50,10 +50,10 @@ def run_dir_of(resume_from: str | Path) -> Path:
         raise SefarError(f"--resume-from {path}: not a sefar run folder (it has no config.yaml)")
     if (run_dir / "finished").is_file():
         raise SefarError(f"--resume-from {path}: that run has finished; nothing to resume "
-                         f"(evaluate it with `sefar eval {run_dir / 'best.safetensors'}`)")
+                         f"(evaluate it with 'sefar eval {run_dir / 'best.safetensors'}')")
     if not (run_dir / "last.safetensors").is_file():
         raise SefarError(f"--resume-from {path}: the run stopped before its first checkpoint; start it again "
-                         f"with `sefar train --out {run_dir} ...`")
+                         f"with 'sefar train --out {run_dir} ...'")
     return run_dir
 
 
@@ -129,13 +129,19 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_same_run(run_dir: Path, cfg: Config) -> None:
-    """A continued run must train what it was training; SefarError listing what differs."""
+def check_same_run(run_dir: Path, cfg: Config, explicit: bool) -> None:
+    """A continued run must train what it was training; SefarError listing what differs.
+
+    explicit: the run was named by --resume-from (else found in --out)."""
     changes = config_changes(load_run_config(run_dir), cfg)
-    if changes:
-        more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
-        raise SefarError(f"{run_dir} holds an unfinished run with other settings ({'; '.join(changes[:3])}{more}); "
-                         f"continue it with `sefar train --resume-from {run_dir}`, or choose another --out")
+    if not changes:
+        return
+    listed = "; ".join(changes[:3]) + (f" (and {len(changes) - 3} more)" if len(changes) > 3 else "")
+    if explicit:
+        raise SefarError(f"--resume-from {run_dir}: a resumed run keeps its settings, but these differ ({listed}); "
+                         "drop those options, or start a new run with another --out")
+    raise SefarError(f"{run_dir} holds an unfinished run with other settings ({listed}); continue it with "
+                     f"'sefar train --resume-from {run_dir}', or choose another --out")
 
 
 def check_batch_layout(state: dict, cfg: Config, world_size: int, run_dir: Path) -> None:

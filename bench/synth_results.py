@@ -1,0 +1,109 @@
+"""Run the method comparison and ablations on the built-in synth data; write docs/results.md.
+
+    python bench/synth_results.py --seeds 0 1 2 --out runs/results        # everything (hours on a laptop CPU)
+    python bench/synth_results.py --rows sefar supervised --seeds 0       # a subset
+    python bench/synth_results.py --table-only --out runs/results          # rebuild the table from finished runs
+
+Each row is one `sefar train` command (printed in the table, so any number can be
+reproduced by hand); each (row, seed) run writes its result JSON, and finished
+runs are skipped, so the script can be stopped and started again. The table
+reports the final-epoch top-1 of the model the run reports (teacher for
+semi-supervised methods, student otherwise) with mean and std over seeds, plus
+the best epoch's top-1 for reference (val is the only held-out split of synth, so
+"best" is selected on it and is optimistic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
+ROWS = [
+    ("supervised 10%", "methods", ["--method", "supervised"]),
+    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0"]),
+    ("fixmatch (Table 3 baseline)", "methods", ["--method", "fixmatch"]),
+    ("sefar", "methods", ["--method", "sefar"]),
+    ("+ Dual-Ele (warp, threshold)", "table3", ["perturb=warp", "regulation=threshold"]),
+    ("+ Mod-Perturb (threshold)", "table3", ["regulation=threshold"]),
+    ("perturb none (spatial only)", "table4", ["perturb=none"]),
+    ("perturb t-drop", "table4", ["perturb=t-drop"]),
+    ("perturb all-shuffle", "table4", ["perturb=all-shuffle"]),
+    ("perturb local-shuffle", "table4", ["perturb=local-shuffle"]),
+    ("perturb warp", "table4", ["perturb=warp"]),
+    ("perturb t-half", "table4", ["perturb=t-half"]),
+    ("perturb all-reverse", "table4", ["perturb=all-reverse"]),
+]
+SHORT = {"supervised": "supervised 10%", "supervised100": "supervised 100%", "fixmatch": "fixmatch (Table 3 baseline)",
+         "sefar": "sefar"}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+def command(extra: list[str], seed: int, out: Path, common: list[str]) -> list[str]:
+    return ["sefar", "train", "--seed", str(seed), "--out", str(out), "--json", str(out / "result.json"),
+            *common, *extra]
+
+
+def run_rows(rows, seeds, out_root: Path, common: list[str]) -> None:
+    for name, _, extra in rows:
+        for seed in seeds:
+            out = out_root / slug(name) / f"seed{seed}"
+            if (out / "result.json").is_file():
+                continue
+            cmd = command(extra, seed, out, common)
+            print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def table(rows, out_root: Path, common: list[str]) -> str:
+    lines = ["| row | group | seeds | final top-1 % (mean ± std) | best-epoch top-1 % | command (seed 0) |",
+             "|---|---|---|---|---|---|"]
+    for name, group, extra in rows:
+        finals, bests = [], []
+        for res in sorted((out_root / slug(name)).glob("seed*/result.json")):
+            r = json.loads(res.read_text())
+            finals.append(r["last"]["val_top1"])
+            bests.append(r["best_val_top1"])
+        cmd = " ".join(["sefar train", *common, *extra])
+        lines.append(f"| {name} | {group} | {len(finals)} | {_fmt(finals)} | {_fmt(bests)} | `{cmd}` |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="*", help="row names or short names (supervised, supervised100, fixmatch, sefar)")
+    ap.add_argument("--groups", nargs="*", help="methods, table3, table4")
+    ap.add_argument("--out", type=Path, default=Path("runs/results"))
+    ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("common", nargs="*", help="extra arguments for every run, e.g. epochs=20")
+    args = ap.parse_args(argv)
+    rows = ROWS
+    if args.rows:
+        wanted = {SHORT.get(r, r) for r in args.rows}
+        rows = [r for r in rows if r[0] in wanted]
+    if args.groups:
+        rows = [r for r in rows if r[1] in set(args.groups)]
+    if not args.table_only:
+        run_rows(rows, args.seeds, args.out, args.common)
+    sys.stdout.write(table(rows, args.out, args.common) + "\n")
+
+
+if __name__ == "__main__":
+    main()

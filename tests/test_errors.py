@@ -1,0 +1,125 @@
+"""The bad-input table of docs/errors.md: every row's command gets exactly the message the table shows.
+
+Each row runs in a scratch folder laid out by `scratch` (the files the commands name), through the CLI
+entry point in this process. Training rows get `--device cpu data.synth_clips_per_class=4` in front of
+their own arguments, which only makes them find the test session's small synth store (and never
+changes the message); everything after that is the row's command as written.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+FAST = ["--device", "cpu", "data.synth_clips_per_class=4"]
+ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*)\|\s*`(sefar [^`]+)`\s*\|\s*(.*?)\s*\|\s*$")
+
+
+def table_rows() -> list[tuple[int, str, str]]:
+    """(number, command, message or 'warning: ...') from the doc's table."""
+    rows = []
+    for line in DOC.read_text().splitlines():
+        m = ROW.match(line)
+        if m:
+            message = m.group(4).strip()
+            assert message.startswith("`") and message.endswith("`"), line
+            rows.append((int(m.group(1)), m.group(3), message[1:-1]))
+    return rows
+
+
+def make_scratch(root: Path) -> None:
+    """The files and folders the table's commands name."""
+    from safetensors.torch import save_file
+
+    from sefar_fast.checkpoint import save_weights
+    from sefar_fast.config import build_config
+    from sefar_fast.data.store import ClipData, ClipStore
+
+    (root / "notes").mkdir()
+    (root / "notes" / "todo.txt").write_text("not a run\n")
+    (root / "videos").mkdir()
+    for name, bad_line in (("lists-text-label", "/x/b.mp4 x"), ("lists-negative-label", "/x/b.mp4 -3")):
+        (root / name).mkdir()
+        (root / name / "train.csv").write_text(f"/x/a.mp4 0\r\n{bad_line}\r\n")
+        (root / name / "val.csv").write_text("/x/c.mp4 0\n")
+    (root / "broken.yaml").write_text("optim: [1\n")
+    (root / "broken.safetensors").write_bytes(b"not a checkpoint")
+    # timm-layout ViT weights 64 wide (vit-test is 32)
+    save_file({"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64), "blocks.0.norm1.weight": torch.ones(64)},
+              str(root / "vit-w64.safetensors"))
+    rng = np.random.default_rng(0)
+    clips = [ClipData(f"c{i}", i % 3, "train" if i < 6 else "val", rng.integers(0, 255, (10, 32, 32, 3), np.uint8))
+             for i in range(9)]
+    ClipStore.write(root / "store-3-classes", clips, ["a", "b", "c"]).close()
+
+    # Run folders: config.yaml as `sefar train` writes it, and the marker files that matter.
+    def run_folder(name: str, epochs: int) -> tuple[Path, dict]:
+        folder = root / "runs" / name
+        folder.mkdir(parents=True)
+        cfg = build_config("synth", None, {"optim.epochs": epochs, "run.out": f"runs/{name}", "run.device": "cpu"},
+                           ["data.synth_clips_per_class=4"])
+        (folder / "config.yaml").write_text(cfg.to_yaml())
+        return folder, cfg.to_dict()
+
+    finished, _ = run_folder("finished", 6)
+    (finished / "finished").write_text("{}\n")
+    unfinished, config = run_folder("unfinished", 6)
+    meta = {"config": config, "class_names": [f"c{i}" for i in range(20)]}
+    save_weights(unfinished / "last.safetensors", {"w": torch.zeros(1)}, None, meta)
+    save_weights(root / "synth-20-classes.safetensors", {"w": torch.zeros(1)}, None, meta)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-inputs")
+    make_scratch(root)
+    return root
+
+
+def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
+    from sefar_fast.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["sefar", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+ROWS = table_rows()
+
+
+def test_the_table_is_there_and_numbered_in_order():
+    assert len(ROWS) >= 30
+    assert [n for n, _, _ in ROWS] == list(range(1, len(ROWS) + 1))
+
+
+@pytest.mark.parametrize("number,command,message", ROWS, ids=[f"row{n}" for n, _, _ in ROWS])
+def test_row(number, command, message, scratch, synth_cache, monkeypatch, capsys):
+    monkeypatch.chdir(scratch)
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    args = shlex.split(command)[1:]
+    if args[0] == "train":
+        args = ["train", *FAST, *args[1:]]
+    if message.startswith("warning:"):  # the run goes on: exit 0, and the warning among its output
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            code, lines = run_cli(args, monkeypatch, capsys)
+        finally:
+            torch.set_num_threads(before)
+        assert code == 0, lines
+        assert message in lines, lines
+        return
+    code, lines = run_cli(args, monkeypatch, capsys)
+    assert code == 2
+    assert lines == [message]
