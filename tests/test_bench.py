@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from sefar_fast.bench.reference import ReferenceStep
+from sefar_fast.kernels import head_keep_masks
 from sefar_fast.bench.workload import bench_config, default_settings, synthetic_batches
 from sefar_fast.train.distributed import DistInfo
 from sefar_fast.train.ema import EmaTeacher
@@ -118,10 +119,9 @@ def test_reference_teacher_reruns_the_network_with_the_fast_path_masks():
     calls = []
     features = teacher.module.features
     teacher.module.features = lambda v: calls.append(1) or features(v)
-    ref.mc_gen.manual_seed(123)
-    probs = ref.teacher_probs(teacher, x)
+    probs = ref.teacher_probs(teacher, x, 123)
     assert len(calls) == cfg.method.mc_samples  # the network really ran U times
-    keep = teacher.module.draw_keep_masks((cfg.method.mc_samples, 3), generator=torch.Generator().manual_seed(123))
+    keep = head_keep_masks(123, cfg.method.mc_samples, 3, 256, p=0.5)
     with torch.no_grad():
         expect = torch.softmax(teacher.module.head.classifier(features(x)[None] * keep), dim=-1)
     torch.testing.assert_close(probs, expect, rtol=1e-5, atol=1e-6)

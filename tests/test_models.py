@@ -164,7 +164,8 @@ def test_backbone_matches_divided_attention_written_out():
     with torch.no_grad():
         ours = net.element_cls(x)
         for i, (start, t) in enumerate([(0, 2), (2, 4)]):
-            ref = reference_timesformer_cls(net.backbone, x[:, start : start + t], net.time_embed[i], heads=4)
+            ref = reference_timesformer_cls(net.backbone, x[:, start : start + t], net.time_embed[i],
+                                             heads=ARCHS["vit-pico"].heads)
             assert torch.allclose(ours[i], ref, atol=1e-4), i
 
 
@@ -488,7 +489,7 @@ def test_pos_embed_on_another_grid_is_resized(tmp_path):
 
 def test_mismatched_weights_are_user_errors(tmp_path):
     torch.save(random_vit_state(dim=32, depth=1), tmp_path / "tiny.pth")
-    with pytest.raises(SefarError, match=r"tiny\.pth.*width 32 and depth 1.*width 128 and depth 4"):
+    with pytest.raises(SefarError, match=r"tiny\.pth.*width 32 and depth 1.*width 64 and depth 4"):
         load_pretrained(build_model("vit-pico", 5, [2, 4], img_size=16), tmp_path / "tiny.pth")
     with pytest.raises(SefarError, match=r"patch_embed\.proj\.weight has shape \(32, 3, 8, 8\).*\(32, 3, 4, 4\)"):
         load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16, patch_size=4), tmp_path / "tiny.pth")

@@ -40,7 +40,6 @@ class ReferenceStep:
         self.frame_hw = tuple(d.frame_size)
         self.ref_short = float(min(d.frame_size))
         self.patch = model.backbone.patch_size
-        self.mc_gen = torch.Generator(device=self.device)
 
     def _views(self, frames: torch.Tensor, kind: str, rng: np.random.Generator, *, flip=None):
         """(float32 view without channel dropout, its parameters)."""
@@ -54,11 +53,14 @@ class ReferenceStep:
         return build_views(frames, clean, d.mean, d.std, torch.float32), params
 
     @torch.no_grad()
-    def teacher_probs(self, teacher, x_weak: torch.Tensor) -> torch.Tensor:
+    def teacher_probs(self, teacher, x_weak: torch.Tensor, seed: int) -> torch.Tensor:
         """[U, Bu, C]: U full teacher forwards, each with its own head-dropout mask."""
+        from sefar_fast import kernels
+
         net = teacher.module
         u = self.cfg.method.mc_samples
-        keep = net.draw_keep_masks((u, x_weak.shape[0]), generator=self.mc_gen, device=self.device)
+        keep = kernels.head_keep_masks(seed, u, x_weak.shape[0], net.head.classifier.in_features,
+                                       p=net.head_dropout, device=self.device)
         return torch.stack([torch.softmax(net.head_logits(net.features(x_weak), keep[i]), dim=-1)
                             for i in range(u)])
 
@@ -73,10 +75,10 @@ class ReferenceStep:
         x_l, _ = self._views(lab["frames"][:, 0], "weak", rng, flip=True)
         frames_u = unl["frames"]
         x_w, _ = self._views(frames_u[:, 0], "weak", rng)
-        self.mc_gen.manual_seed(int(rng.integers(2**62)))
+        mc_seed = int(rng.integers(2**62))
         x_clean, p_s = self._views(frames_u[:, 1], "strong", rng)
         x_s = x_clean * p_s.channel_scale.to(self.device)[:, None, :, None, None]
-        probs = self.teacher_probs(teacher, x_w)
+        probs = self.teacher_probs(teacher, x_w, mc_seed)
         reg = regulate(probs, mode=m.regulation, threshold=m.threshold)
 
         # Three separate student passes, as the released code calls the model.

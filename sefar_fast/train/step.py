@@ -50,7 +50,6 @@ class TrainStep:
         self.frame_hw = tuple(d.frame_size)
         self.ref_short = float(min(d.frame_size))
         self.dtype = torch.bfloat16 if amp else torch.float32
-        self.mc_gen = torch.Generator(device=device)
         self.patch = model.backbone.patch_size
 
     # ------------------------------------------------------------------ stats
@@ -95,32 +94,45 @@ class TrainStep:
         """(view, params); strong views come back without channel dropout (params carry the scales)."""
         from dataclasses import replace
 
-        from sefar_fast.train.views import build_views, draw_view_params
+        from sefar_fast import kernels
+
+        params = self._params(frames.shape[0], kind, rng, flip=flip)
+        clean = replace(params, channel_scale=torch.ones_like(params.channel_scale))
+        return kernels.build_views(frames, clean, self.mean, self.std, self.dtype), params
+
+    def _params(self, batch: int, kind: str, rng: np.random.Generator, *, flip=None):
+        from sefar_fast.train.views import draw_view_params
 
         m, d = self.cfg.method, self.cfg.data
-        params = draw_view_params(frames.shape[0], m.elements, self.frame_hw, d.crop, kind, rng,
-                                  scale_range=tuple(d.scale_range), ref_short=self.ref_short, flip=flip,
-                                  perturb=m.perturb, channel_drop=m.channel_drop)
-        clean = replace(params, channel_scale=torch.ones_like(params.channel_scale))
-        return build_views(frames, clean, self.mean, self.std, self.dtype), params
+        return draw_view_params(batch, m.elements, self.frame_hw, d.crop, kind, rng,
+                                scale_range=tuple(d.scale_range), ref_short=self.ref_short, flip=flip,
+                                perturb=m.perturb, channel_drop=m.channel_drop)
 
     # ------------------------------------------------------------------ teacher
     @torch.no_grad()
-    def teacher_probs(self, teacher, x_weak: torch.Tensor) -> torch.Tensor:
-        """[U, Bu, C] softmaxes of the teacher with U head-dropout samples."""
+    def teacher_regulation(self, teacher, x_weak: torch.Tensor, seed: int):
+        """Regulation from U head-dropout samples of the teacher (masks: Philox stream of `seed`).
+
+        teacher_mc=head: backbone and fusion once, then the fused regulation kernel (Triton on
+        CUDA, its torch reference elsewhere) draws the U masks and never stores U x B x C.
+        teacher_mc=full: the reference's cost, U full forwards with the same masks.
+        """
+        from sefar_fast import kernels
+        from sefar_fast.train.regulation import regulate
+
         m = self.cfg.method
         net = teacher.module
-        b = x_weak.shape[0]
+        cls = net.head.classifier
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if m.teacher_mc == "head":
                 feat = net.features(x_weak).float()
-                keep = net.draw_keep_masks((m.mc_samples, b), generator=self.mc_gen, device=self.device)
-                logits = net.head_logits(feat[None], keep)
-            else:  # reference cost: U full passes, each with its own head-dropout mask
-                keep = net.draw_keep_masks((m.mc_samples, b), generator=self.mc_gen, device=self.device)
-                logits = torch.stack([net.head_logits(net.features(x_weak).float(), keep[u])
-                                      for u in range(m.mc_samples)])
-        return torch.softmax(logits.float(), dim=-1)
+                return kernels.regulate_head(feat, cls.weight.float(), cls.bias.float(), seed, m.mc_samples,
+                                             p=net.head_dropout, mode=m.regulation, threshold=m.threshold)
+            keep = kernels.head_keep_masks(seed, m.mc_samples, x_weak.shape[0], cls.in_features,
+                                           p=net.head_dropout, device=self.device)
+            logits = torch.stack([net.head_logits(net.features(x_weak).float(), keep[u])
+                                  for u in range(m.mc_samples)])
+        return regulate(torch.softmax(logits.float(), dim=-1), mode=m.regulation, threshold=m.threshold)
 
     # ------------------------------------------------------------------ the step
     def micro_step(self, lab: dict, unl: dict | None, teacher, xi: float, rng: np.random.Generator,
@@ -144,27 +156,29 @@ class TrainStep:
             acc["sup_n"] += b
             return
 
+        from sefar_fast import kernels
         from sefar_fast.train.mixing import draw_mix, mix_targets
-        from sefar_fast.train.regulation import regulate
-        from sefar_fast.train.views import mix_views
 
         frames_u = unl["frames"]
         x_w, _ = self._views(frames_u[:, 0], "weak", rng)
-        self.mc_gen.manual_seed(int(rng.integers(2**62)))
-        x_clean, p_s = self._views(frames_u[:, 1], "strong", rng)
-        x_s = x_clean * p_s.channel_scale.to(self.device, self.dtype)[:, None, :, None, None]
+        mc_seed = int(rng.integers(2**62))
+        p_s = self._params(frames_u.shape[0], "strong", rng)
         bu = x_w.shape[0]
-        probs = self.teacher_probs(teacher, x_w)
-        reg = regulate(probs, mode=m.regulation, threshold=m.threshold)
-        inputs = [x_l, x_s]
         if m.mix:
             # A mixed clip shows its own dropped strong view where the tube mask is set and the
-            # partner's strong view before channel dropout elsewhere (one partner for all elements).
+            # partner's strong view before channel dropout elsewhere (one partner for all elements);
+            # both views come out of one pass over the frames.
             grid = (self.cfg.data.crop // self.patch,) * 2
             plan = draw_mix(bu, m.elements, grid, rng, alpha=m.mix_alpha)
-            partner = plan.partner.to(self.device)
-            inputs.append(mix_views(x_s, x_clean, plan.masks, partner, m.elements, self.patch))
-            y_mix, eta_mix = mix_targets(reg.mean, reg.eta, plan.lam, partner)
+            x_s, x_m = kernels.build_strong_mixed(frames_u[:, 1], p_s, self.mean, self.std, plan.masks,
+                                                  plan.partner, m.elements, self.patch, self.dtype)
+            inputs = [x_l, x_s, x_m]
+        else:
+            x_s = kernels.build_views(frames_u[:, 1], p_s, self.mean, self.std, self.dtype)
+            inputs = [x_l, x_s]
+        reg = self.teacher_regulation(teacher, x_w, mc_seed)
+        if m.mix:
+            y_mix, eta_mix = mix_targets(reg.mean, reg.eta, plan.lam, plan.partner.to(self.device))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.forward(torch.cat(inputs)).float()
         logit_l, logit_s = logits[:b], logits[b:b + bu]
