@@ -59,7 +59,7 @@ def test_render_shape_dtype_and_visible_figure():
         p = synth_params(label, np.random.default_rng(label), size=48)
         frames = render(p)
         assert frames.dtype == np.uint8 and frames.shape == (p.num_frames, 48, 48, 3)
-        assert 24 <= p.num_frames <= 48
+        assert synth.MIN_FRAMES <= p.num_frames <= synth.MAX_FRAMES
         # the figure changes the picture: compare against the same clip with the figure moved far off-frame
         from dataclasses import replace
         empty = render(replace(p, origin_x=-1000.0))
@@ -181,7 +181,7 @@ def test_ensure_synth_writes_a_store_and_reuses_it(tmp_path):
                         progress=lambda done, total: calls.append((done, total)))
     n = 2 * len(MOVES)
     assert calls[-1] == (n, n) and len(calls) == n
-    assert path.parent == tmp_path and path.name.startswith("synth-v1-5-")
+    assert path.parent == tmp_path and path.name.startswith(f"synth-v{synth.SYNTH_VERSION}-5-")
     store = ClipStore.open(path)
     assert store.class_names == SYNTH_CLASSES
     assert len(store) == n

@@ -35,7 +35,8 @@ of the first (`reverse_params`), so every single frame of one is equally likely 
 A twist is a turn about the body's long axis: the arms spread sideways, so they sweep into
 view, and the right arm (drawn in an accent colour) passes from the near to the far side.
 
-Nuisances, all drawn per clip: clip length (24-48 frames), where in the clip the move starts,
+Nuisances, all drawn per clip (mild enough that a small model learns the set in minutes; the
+figure is large, about half the frame tall when standing): clip length (16-32 frames), where in the clip the move starts,
 its speed (flight 45-80% of the clip), height and travel of the jump, facing, position and
 scale of the figure, colours of figure and background, background texture (waves, stripes,
 tiles, blocks) and its pan, Gaussian pixel noise, and in ~40% of clips a bar or blob that
@@ -69,8 +70,10 @@ import numpy as np
 from sefar_fast.data.store import ClipData, ClipStore
 from sefar_fast.errors import SefarError
 
-SYNTH_VERSION = 1  # bump when the generator's output changes: it names the cache folder
+SYNTH_VERSION = 2  # bump when the generator's output changes: it names the cache folder
 DEFAULT_CLIPS_PER_CLASS = 120
+MIN_FRAMES, MAX_FRAMES = 16, 32  # clip length range: short clips, so a few sampled frames cover the move
+TEXTURE_CONTRAST = 0.5  # fraction of the wall colour difference the texture spans
 NOISE_BANK, NOISE_BANK_SEED = 64, 20250101  # pixel noise comes from a fixed bank of fields, indexed per frame
 
 
@@ -197,26 +200,27 @@ def reverse_params(params: SynthParams) -> SynthParams:
 # ---- the figure --------------------------------------------------------------------------------------------------
 
 TORSO, HEAD_UP, SHOULDER_DROP, SHOULDER_Z, ARM, HIP_Z, THIGH, SHIN, FOOT = 0.30, 0.10, 0.03, 0.06, 0.30, 0.045, 0.25, 0.24, 0.075
-HEAD_R = 0.085
+HEAD_R = 0.10
+WIDTH = 1.7  # limb and torso thickness relative to a thin stick figure: thick enough to read at 32-40 pixels
 # points: 0 hip, 1 neck, 2 head, 3 face, 4 r shoulder, 5 r hand, 6 l shoulder, 7 l hand,
 #         8 r hip, 9 r knee, 10 r ankle, 11 r toe, 12 l hip, 13 l knee, 14 l ankle, 15 l toe
 # segments: (point a, point b, radius in world units, colour row, depth bias)
 SEGMENTS = [
-    (0, 1, 0.075, 0, 0.0),  # torso
+    (0, 1, 0.075 * WIDTH, 0, 0.0),  # torso
     (2, 2, HEAD_R, 3, 0.0),  # head
-    (3, 3, 0.038, 4, 0.03),  # face dot, just in front of the head when seen in profile
-    (4, 5, 0.036, 1, 0.0),  # right arm (accent colour)
-    (6, 7, 0.036, 0, 0.0),  # left arm
-    (8, 9, 0.05, 2, 0.0), (9, 10, 0.043, 2, 0.0), (10, 11, 0.032, 2, 0.0),  # right leg
-    (12, 13, 0.05, 2, 0.0), (13, 14, 0.043, 2, 0.0), (14, 15, 0.032, 2, 0.0),  # left leg
+    (3, 3, 0.045, 4, 0.03),  # face dot, just in front of the head when seen in profile
+    (4, 5, 0.036 * WIDTH, 1, 0.0),  # right arm (accent colour)
+    (6, 7, 0.036 * WIDTH, 0, 0.0),  # left arm
+    (8, 9, 0.05 * WIDTH, 2, 0.0), (9, 10, 0.043 * WIDTH, 2, 0.0), (10, 11, 0.032 * WIDTH, 2, 0.0),  # right leg
+    (12, 13, 0.05 * WIDTH, 2, 0.0), (13, 14, 0.043 * WIDTH, 2, 0.0), (14, 15, 0.032 * WIDTH, 2, 0.0),  # left leg
 ]
 _SEG_A = np.array([s[0] for s in SEGMENTS])
 _SEG_B = np.array([s[1] for s in SEGMENTS])
 _SEG_R = np.array([s[2] for s in SEGMENTS])
 _SEG_COLOR = np.array([s[3] for s in SEGMENTS])
 _SEG_BIAS = np.array([s[4] for s in SEGMENTS])
-_POINT_R = np.array([0.07, 0.07, HEAD_R, 0.0, 0.04, 0.036, 0.04, 0.036, 0.05, 0.045, 0.035, 0.032,
-                     0.05, 0.045, 0.035, 0.032])  # for finding the body's lowest point
+_POINT_R = np.array([0.07 * WIDTH, 0.07 * WIDTH, HEAD_R, 0.0] + [WIDTH * r for r in (
+    0.04, 0.036, 0.04, 0.036, 0.05, 0.045, 0.035, 0.032, 0.05, 0.045, 0.035, 0.032)])  # for finding the body's lowest point
 # centre of mass: mass fractions of segment midpoints (torso, head, arms, thighs, shins, feet)
 _COM_W = np.array([0.45, 0.08, 0.0, 0.05, 0.05, 0.10, 0.06, 0.025, 0.10, 0.06, 0.025])
 
@@ -333,8 +337,9 @@ def _move_program(move: Move, rng: np.random.Generator, num_frames: int):
     open_at = (rng.uniform(0.15, 0.3), rng.uniform(0.65, 0.8))
     spin = -move.direction * move.turns * 2.0 * np.pi  # forward = clockwise for a figure facing +x
     twist_dir = rng.choice([-1.0, 1.0])
-    arc = rng.uniform(0.35, 0.55) + 0.1 * (move.turns - 1.0)
-    travel = move.travel * rng.uniform(0.5, 0.85) if move.travel else rng.uniform(-0.08, 0.08)
+    # modest height and travel: the whole move fits the frame with the figure still large
+    arc = rng.uniform(0.25, 0.4) + 0.08 * (move.turns - 1.0)
+    travel = move.travel * rng.uniform(0.3, 0.5) if move.travel else rng.uniform(-0.05, 0.05)
     speedup = {"tucked": 1.2, "piked": 0.7, "stretched": 0.2}[move.shape] / move.turns
 
     # two extra samples at the exact take-off and landing instants anchor the flight
@@ -417,9 +422,9 @@ def _fit_to_frame(root, pitch, twist, joints, rng, size, facing):
     r = _POINT_R
     x_min, x_max = (pts[..., 0] - r).min(), (pts[..., 0] + r).max()
     y_max = (pts[..., 1] + r).max()
-    floor_y = size * rng.uniform(0.8, 0.92)
-    margin = 0.06 * size
-    scale = min(size * rng.uniform(0.36, 0.48), (floor_y - margin) / y_max, (size - 2 * margin) / (x_max - x_min))
+    floor_y = size * rng.uniform(0.86, 0.94)
+    margin = 0.04 * size
+    scale = min(size * rng.uniform(0.5, 0.6), (floor_y - margin) / y_max, (size - 2 * margin) / (x_max - x_min))
     if facing > 0:
         lo, hi = margin - scale * x_min, size - margin - scale * x_max
     else:
@@ -434,13 +439,13 @@ def synth_params(label: int, rng: np.random.Generator, size: int = 64) -> SynthP
     move = MOVES[label]
     if move.reverse_of is not None:
         return reverse_params(synth_params(move.reverse_of, rng, size))
-    num_frames = int(rng.integers(24, 49))
+    num_frames = int(rng.integers(MIN_FRAMES, MAX_FRAMES + 1))
     root, pitch, twist, joints = _move_program(move, rng, num_frames)
     facing = int(rng.choice([-1, 1]))
     scale, origin_x, floor_y = _fit_to_frame(root, pitch, twist, joints, rng, size, facing)
     figure_colors, bg_colors = _draw_colors(rng)
 
-    speed = rng.uniform(-1.2, 1.2) * size / 64
+    speed = rng.uniform(-0.5, 0.5) * size / 64
     pan = np.round(speed * np.arange(num_frames) + rng.uniform(0, 1)).astype(np.int64)
     pan -= pan.min()
 
@@ -463,7 +468,7 @@ def synth_params(label: int, rng: np.random.Generator, size: int = 64) -> SynthP
         root=root, pitch=pitch, twist=twist, joints=joints, colors=figure_colors,
         bg_kind=int(rng.integers(0, 4)), bg_seed=int(rng.integers(0, 2**31)), bg_colors=bg_colors,
         bg_period=float(rng.uniform(0.1, 0.3) * size), bg_angle=float(rng.uniform(0, np.pi)), pan=pan,
-        noise_sigma=float(rng.uniform(0.0, 7.0)), noise_index=rng.integers(0, NOISE_BANK, num_frames), occluder_kind=occluder_kind, occluder_size=float(occluder_size),
+        noise_sigma=float(rng.uniform(0.0, 4.0)), noise_index=rng.integers(0, NOISE_BANK, num_frames), occluder_kind=occluder_kind, occluder_size=float(occluder_size),
         occluder_color=rng.uniform(0, 1, 3).astype(np.float32), occluder_on=occluder_on, occluder_xy=occluder_xy,
     )
 
@@ -491,6 +496,7 @@ def _background_texture(p: SynthParams) -> np.ndarray:
         block = max(2, int(p.bg_period / 3))
         coarse = rng.uniform(-1, 1, (h // block + 1, w // block + 1)).astype(np.float32)
         field = np.repeat(np.repeat(coarse, block, 0), block, 1)[:h, :w]
+    field *= TEXTURE_CONTRAST  # a muted texture: present as a nuisance, never louder than the figure
     wall = p.bg_colors[0] + (p.bg_colors[1] - p.bg_colors[0]) * (0.5 + 0.5 * field[..., None])
     seams = 1.0 - 0.25 * (np.abs(((xx + 0.5) % (2 * p.bg_period)) - p.bg_period) > p.bg_period - 1.0)
     floor = p.bg_colors[2] * seams[..., None]  # mat panels: their seams show the pan on the floor too

@@ -456,8 +456,15 @@ class Trainer:
                      ("best checkpoint", str(self.run_dir / "best.safetensors"))]
             if self.profiler is not None and self.profiler.written:
                 rows.append(("profiler trace", str(self.profiler.written)))
+            rows.append(("curves", str(self._draw_curves())))
             console.print(results_table(f"sefar {cfg.method.name} on {cfg.data.name}", rows))
         return result
+
+    def _draw_curves(self) -> Path:
+        from sefar_fast.eval.curves import plot_curves
+
+        return plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png",
+                           title=f"{self.cfg.method.name} on {self.cfg.data.name}")
 
     def _write_summary(self) -> None:
         keys: list[str] = []
