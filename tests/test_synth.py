@@ -251,3 +251,13 @@ def test_bad_settings_raise_clear_errors(tmp_path):
         ensure_synth(tmp_path, clips_per_class=0)
     with pytest.raises(SefarError, match="val_fraction"):
         list(synth_clips(val_fraction=1.5))
+
+
+def test_figure_is_darker_than_the_background():
+    """One contrast polarity: every part of the figure (face dot aside) is darker than the wall behind it."""
+    luma = np.array([0.299, 0.587, 0.114])
+    for label in range(len(MOVES)):
+        p = synth_params(label, np.random.default_rng([label, 11]))
+        figure = p.colors[:4] @ luma
+        wall = p.bg_colors[:2] @ luma
+        assert figure.max() + 0.1 < wall.min(), SYNTH_CLASSES[label]
