@@ -148,20 +148,8 @@ def bench_data(store_root=None, *, device="cpu", batches: int = 20, batch_size: 
     finally:
         if tmp is not None:
             tmp.cleanup()
-    k = sum(elements)
-    result = {
-        "clips_per_s": clips / seconds,
-        "frames_per_s": clips * k * views / seconds,
-        "seconds": seconds,
-        "batches": timed,
-        "batch_size": batch_size,
-        "frames_per_clip": k,
-        "views": views,
-        "frame_size": list(frame_size),
-        "backend": loader.backend,
-        "device": str(device),
-        "store": str(store_root) if store_root is not None else "synthetic",
-    }
+    result = _rates(clips, seconds, timed, batch_size, elements, views, frame_size, loader, device)
+    result["store"] = str(store_root) if store_root is not None else "synthetic"
     if direct_codecs:
         result["direct_video"] = {
             codec: bench_direct_video(codec=codec, device=device, batches=batches, batch_size=batch_size,
@@ -169,6 +157,14 @@ def bench_data(store_root=None, *, device="cpu", batches: int = 20, batch_size: 
                                       workers=workers, prefetch=prefetch, num_threads=num_threads, warmup=warmup)
             for codec in direct_codecs}
     return result
+
+
+def _rates(clips, seconds, timed, batch_size, elements, views, frame_size, loader, device) -> dict:
+    """The throughput record shared by the store and direct-video measurements."""
+    k = sum(elements)
+    return {"clips_per_s": clips / seconds, "frames_per_s": clips * k * views / seconds, "seconds": seconds,
+            "batches": timed, "batch_size": batch_size, "frames_per_clip": k, "views": views,
+            "frame_size": list(frame_size), "backend": loader.backend, "device": str(device)}
 
 
 def bench_direct_video(sources=None, *, codec: str = "h264", device="cpu", batches: int = 20, batch_size: int = 32,
@@ -200,18 +196,8 @@ def bench_direct_video(sources=None, *, codec: str = "h264", device="cpu", batch
                     routes[route] = routes.get(route, 0) + count
         finally:
             loader.close()
-    k = sum(elements)
     return {
-        "clips_per_s": n_clips / seconds,
-        "frames_per_s": n_clips * k * views / seconds,
-        "seconds": seconds,
-        "batches": timed,
-        "batch_size": batch_size,
-        "frames_per_clip": k,
-        "views": views,
-        "frame_size": list(frame_size),
-        "backend": loader.backend,
-        "device": str(device),
+        **_rates(n_clips, seconds, timed, batch_size, elements, views, frame_size, loader, device),
         "codec": source.file_of(0).codec,
         "routes": routes,
         "source": f"synthetic: {clips} {codec} videos of {frames} frames at {size[0]}x{size[1]}" if made
