@@ -90,15 +90,11 @@ class TrainStep:
         pass
 
     # ------------------------------------------------------------------ views
-    def _views(self, frames: torch.Tensor, kind: str, rng: np.random.Generator, *, flip=None):
-        """(view, params); strong views come back without channel dropout (params carry the scales)."""
-        from dataclasses import replace
-
+    def _weak(self, frames: torch.Tensor, params, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A weak view (no channel dropout), written into `out` when given."""
         from sefar_fast import kernels
 
-        params = self._params(frames.shape[0], kind, rng, flip=flip)
-        clean = replace(params, channel_scale=torch.ones_like(params.channel_scale))
-        return kernels.build_views(frames, clean, self.mean, self.std, self.dtype), params
+        return kernels.build_views(frames, params, self.mean, self.std, self.dtype, out=out)
 
     def _params(self, batch: int, kind: str, rng: np.random.Generator, *, flip=None):
         from sefar_fast.train.views import draw_view_params
@@ -140,13 +136,13 @@ class TrainStep:
         from sefar_fast.train import losses
 
         m = self.cfg.method
-        x_l, _ = self._views(lab["frames"][:, 0], "weak", rng, flip=True)
-        y_l = lab["labels"]
-        b = x_l.shape[0]
+        frames_l, y_l = lab["frames"][:, 0], lab["labels"]
+        b = frames_l.shape[0]
+        p_l = self._params(b, "weak", rng, flip=True)
         ssl = unl is not None and teacher is not None
         if not ssl:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.forward(x_l)
+                logits = self.forward(self._weak(frames_l, p_l))
             loss_sup = F.cross_entropy(logits.float(), y_l)
             (loss_sup * scale).backward()
             bad = self._count_bad(loss_sup, acc)
@@ -160,27 +156,33 @@ class TrainStep:
         from sefar_fast.train.mixing import draw_mix, mix_targets
 
         frames_u = unl["frames"]
-        x_w, _ = self._views(frames_u[:, 0], "weak", rng)
+        bu = frames_u.shape[0]
+        # Every random draw first (their order fixes the run), then the views straight into one
+        # student input [labeled; strong; mixed]: no concatenation copy before the forward.
+        p_w = self._params(bu, "weak", rng)
         mc_seed = int(rng.integers(2**62))
-        p_s = self._params(frames_u.shape[0], "strong", rng)
-        bu = x_w.shape[0]
+        p_s = self._params(bu, "strong", rng)
+        if m.mix:
+            grid = (self.cfg.data.crop // self.patch,) * 2
+            plan = draw_mix(bu, m.elements, grid, rng, alpha=m.mix_alpha)
+        crop = self.cfg.data.crop
+        x = torch.empty((b + bu * (2 if m.mix else 1), sum(m.elements), 3, crop, crop), dtype=self.dtype,
+                        device=self.device)
+        self._weak(frames_l, p_l, out=x[:b])
         if m.mix:
             # A mixed clip shows its own dropped strong view where the tube mask is set and the
             # partner's strong view before channel dropout elsewhere (one partner for all elements);
             # both views come out of one pass over the frames.
-            grid = (self.cfg.data.crop // self.patch,) * 2
-            plan = draw_mix(bu, m.elements, grid, rng, alpha=m.mix_alpha)
-            x_s, x_m = kernels.build_strong_mixed(frames_u[:, 1], p_s, self.mean, self.std, plan.masks,
-                                                  plan.partner, m.elements, self.patch, self.dtype)
-            inputs = [x_l, x_s, x_m]
+            kernels.build_strong_mixed(frames_u[:, 1], p_s, self.mean, self.std, plan.masks, plan.partner,
+                                       m.elements, self.patch, self.dtype, out_strong=x[b:b + bu],
+                                       out_mixed=x[b + bu:])
         else:
-            x_s = kernels.build_views(frames_u[:, 1], p_s, self.mean, self.std, self.dtype)
-            inputs = [x_l, x_s]
-        reg = self.teacher_regulation(teacher, x_w, mc_seed)
+            kernels.build_views(frames_u[:, 1], p_s, self.mean, self.std, self.dtype, out=x[b:])
+        reg = self.teacher_regulation(teacher, self._weak(frames_u[:, 0], p_w), mc_seed)
         if m.mix:
             y_mix, eta_mix = mix_targets(reg.mean, reg.eta, plan.lam, plan.partner.to(self.device))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.forward(torch.cat(inputs)).float()
+            logits = self.forward(x).float()
         logit_l, logit_s = logits[:b], logits[b:b + bu]
         loss_sup = F.cross_entropy(logit_l, y_l)
         loss_un = losses.unlabeled_loss(logit_s, reg.pseudo_label, reg.eta)
