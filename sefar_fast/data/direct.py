@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sefar_fast.data.video import first_video_stream
 from sefar_fast.errors import SefarError
 
 VIDEO_PREFIX = "video:"
@@ -178,11 +179,7 @@ def probe_video(path, windows: Sequence[tuple[float | None, float | None]] = ())
     times: list[float] = []
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise SefarError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            codec = stream.codec_context.name or "unknown"
-            stream.thread_type = "AUTO"
+            stream, codec = first_video_stream(container, path)
             declared = int(stream.frames or 0)
             rate = float(stream.average_rate or 0) or 25.0
             for frame in container.decode(stream):

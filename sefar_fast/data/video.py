@@ -36,6 +36,15 @@ def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, i
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def first_video_stream(container, path):
+    """(stream, codec name) of the first video stream, set up for threaded decoding; SefarError if none."""
+    if not container.streams.video:
+        raise SefarError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream, stream.codec_context.name or "unknown"
+
+
 def probe_codec(path) -> str:
     """The codec name of the first video stream ("h264", "vp9", ...), or "unknown" if none can be read."""
     import av
@@ -87,11 +96,7 @@ def decode_video(path, *, short_side: int | None = None, fps: float | None = Non
     codec = "unknown"
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise SefarError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            codec = stream.codec_context.name or "unknown"
-            stream.thread_type = "AUTO"
+            stream, codec = first_video_stream(container, path)
             keep = _keep_by_fps(fps)
             rate = float(stream.average_rate or 0) or 25.0
             windowed = start is not None or end is not None
