@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from cli_runner import run_cli as run_sefar
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 FAST = ["--device", "cpu", "data.synth_clips_per_class=4"]
 ROW = re.compile(r"^\|\s*(\d+)\s*\|(.*)\|\s*`(sefar [^`]+)`\s*\|\s*(.*?)\s*\|\s*$")
@@ -84,15 +86,9 @@ def scratch(tmp_path_factory):
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
-    from sefar_fast.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["sefar", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    """(exit status, the non-empty lines printed on stderr)."""
+    code, err = run_sefar(args, monkeypatch, capsys)
+    return code, [line for line in err.splitlines() if line.strip()]
 
 
 ROWS = table_rows()

@@ -14,6 +14,8 @@ from sefar_fast.checkpoint import load_weights
 from sefar_fast.train.ema import EmaTeacher
 from sefar_fast.train.guard import all_finite, guarded_update
 
+from cli_runner import run_cli
+
 TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "1", "--device", "cpu", "--method", "supervised",
         "data.synth_clips_per_class=4", "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32",
         "data.scale_range=[32,36]", "run.log_every=1"]
@@ -91,18 +93,6 @@ def test_guard_rejects_an_update_that_overflows_the_weights():
     before = copy.deepcopy(net.state_dict())
     ok = guarded_update(torch.tensor(True), opt, list(net.parameters()), [], opt.step)
     assert not bool(ok) and _equal(net.state_dict(), before)
-
-
-def run_cli(args, monkeypatch, capsys):
-    from sefar_fast.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["sefar", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture

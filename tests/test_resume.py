@@ -19,23 +19,12 @@ import torch
 
 from sefar_fast.checkpoint import load_state, load_weights, read_metadata
 
+from cli_runner import run_cli
+
 TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "--keep", "1",
         "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
         "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
         "method.mc_samples=2", "run.log_every=1"]
-
-
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """`sefar <args>` in this process: (exit status, stderr)."""
-    from sefar_fast.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["sefar", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err
 
 
 def spawn(args: list[str], cache: Path, **hooks: str) -> subprocess.Popen:
