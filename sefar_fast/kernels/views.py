@@ -91,18 +91,23 @@ def _frame_ptr(frames_ptr, order_ptr, b, k, K, H0, W0, stride_b):
 
 
 @triton.jit
+def _program_block(K, S, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr):
+    """This program's output frame (b, k) and its block of BLOCK_R rows x all S columns."""
+    row_blocks = tl.cdiv(S, BLOCK_R)
+    bk = tl.program_id(0) // row_blocks
+    rows = (tl.program_id(0) % row_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_S)
+    inside = (rows[:, None] < S) & (cols[None, :] < S)
+    return bk, bk // K, bk % K, rows, cols, inside
+
+
+@triton.jit
 def _views_kernel(
     frames_ptr, box_ptr, flip_ptr, order_ptr, scale_ptr, norm_ptr, out_ptr,
     K, H0, W0, S, stride_b,
     BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    row_blocks = tl.cdiv(S, BLOCK_R)
-    bk = tl.program_id(0) // row_blocks
-    b = bk // K
-    k = bk % K
-    rows = (tl.program_id(0) % row_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_S)
-    inside = (rows[:, None] < S) & (cols[None, :] < S)
+    bk, b, k, rows, cols, inside = _program_block(K, S, BLOCK_R, BLOCK_S)
     y_lo, y_hi, wy, x_lo, x_hi, wx = _view_taps(box_ptr, flip_ptr, b, rows, cols, S, H0, W0)
     frame = _frame_ptr(frames_ptr, order_ptr, b, k, K, H0, W0, stride_b)
     out_offs = rows[:, None] * S + cols[None, :]
@@ -121,13 +126,7 @@ def _strong_mixed_kernel(
     K, H0, W0, S, stride_b, PATCH, HP, WP,
     BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    row_blocks = tl.cdiv(S, BLOCK_R)
-    bk = tl.program_id(0) // row_blocks
-    b = bk // K
-    k = bk % K
-    rows = (tl.program_id(0) % row_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_S)
-    inside = (rows[:, None] < S) & (cols[None, :] < S)
+    bk, b, k, rows, cols, inside = _program_block(K, S, BLOCK_R, BLOCK_S)
     y_lo, y_hi, wy, x_lo, x_hi, wx = _view_taps(box_ptr, flip_ptr, b, rows, cols, S, H0, W0)
     frame = _frame_ptr(frames_ptr, order_ptr, b, k, K, H0, W0, stride_b)
     # Frame k's element tube: set -> mixed[b] shows b's own dropped pixel; clear -> it shows its
