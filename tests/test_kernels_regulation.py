@@ -8,18 +8,16 @@ and reports the differences; the parent judges them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from interpreted import needs_triton, run_interpreted
+
 D = 256  # the fused feature width (models.sefar_net.FUSION_DIM)
 
 # name: U samples, B clips, C classes, mode, logit scale, with bias
@@ -91,16 +89,9 @@ def _run_cases() -> dict:
 # ----------------------------------------------------------------------------- the tests (parent process)
 
 
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-
-
 @pytest.fixture(scope="module")
 def interpreted():
-    env = dict(os.environ, TRITON_INTERPRET="1", SEFAR_KERNELS="triton", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(__file__)
 
 
 @needs_triton

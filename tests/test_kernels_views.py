@@ -13,15 +13,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from interpreted import needs_triton, run_interpreted
+
 MEAN, STD = [0.45, 0.40, 0.50], [0.225, 0.30, 0.20]
 
 # name: batch, elements, (H0, W0), S, patch, perturbation, output dtype, box style
@@ -117,16 +116,9 @@ def _run_view_cases() -> dict:
 # ----------------------------------------------------------------------------- the tests (parent process)
 
 
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-
-
 @pytest.fixture(scope="module")
 def interpreted():
-    env = dict(os.environ, TRITON_INTERPRET="1", SEFAR_KERNELS="triton", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(__file__)
 
 
 def test_cases_cover_every_element_combo_and_perturbation():
