@@ -11,7 +11,7 @@ released code (reference-code-facts §1.4 and §10):
 - THREE student forwards with grad: labeled weak, unlabeled strong, mixed;
 - U = 10 FULL teacher forwards (`teacher_mc=full`), each with its own head-dropout
   mask; the masks are those `TrainStep` samples on the shared 256-d feature
-  (one `draw_keep_masks` call on a generator seeded at the same point of `rng`);
+  (`kernels.head_keep_masks`, Philox, seeded at the same point of `rng`);
 - a host sync per iteration for the NaN check, one backward;
 - the EMA as a Python loop over the state-dict entries (the trainer uses fused
   foreach ops), with the trainer's decay per labeled clip.

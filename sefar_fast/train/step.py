@@ -184,11 +184,11 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.forward(x).float()
         logit_l, logit_s = logits[:b], logits[b:b + bu]
-        loss_sup = F.cross_entropy(logit_l, y_l)
+        loss_sup = losses.supervised_loss(logit_l, y_l)
         loss_un = losses.unlabeled_loss(logit_s, reg.pseudo_label, reg.eta)
         loss_mix = (losses.mix_loss(logits[b + bu:], y_mix, eta_mix, kind=m.mix_loss) if m.mix
                     else torch.zeros((), device=self.device))
-        loss = loss_sup + xi * (m.w_un * loss_un + m.w_mix * loss_mix)
+        loss = losses.combine(loss_sup, loss_un, loss_mix, xi, w_un=m.w_un, w_mix=m.w_mix).total
         (loss * scale).backward()
         bad = self._count_bad(loss, acc)
         acc["bad_ssl"] += bad
