@@ -26,7 +26,8 @@ from pathlib import Path
 # (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
 ROWS = [
     ("supervised 10%", "methods", ["--method", "supervised"]),
-    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0"]),
+    # 100% labels: 10x the steps per epoch, so 6 epochs (720 steps) match the 10% runs' 624 steps
+    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "--epochs", "6"]),
     ("fixmatch (Table 3 baseline)", "methods", ["--method", "fixmatch"]),
     ("sefar", "methods", ["--method", "sefar"]),
     ("+ Dual-Ele (warp, threshold)", "table3", ["perturb=warp", "regulation=threshold"]),

@@ -63,6 +63,10 @@ class ModelConfig:
     pretrained: str | None = None  # local timm-layout ViT weights (.pth, .npz, .safetensors)
     attn: str = "sdpa"  # sdpa | manual
     checkpoint_activations: bool = False
+    # init std of the position and time embeddings (timm: 0.02 and none); larger values help
+    # training from scratch on little data (see SefarNet.reset_parameters)
+    pos_embed_std: float = 0.02
+    time_embed_std: float = 0.0
 
 
 @dataclass

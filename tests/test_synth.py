@@ -136,13 +136,20 @@ def test_motion_matches_class_description(label):
                 assert hip < 0.5 and knee < 0.3
 
 
-def test_figure_stays_inside_the_frame():
+def test_framing_is_tight_and_keeps_the_centre_of_mass_inside():
     for label in range(len(MOVES)):
-        p = synth_params(label, np.random.default_rng(label + 100))
-        pts = synth.pose_in_world(p.joints, p.twist, p.pitch)
-        px = p.origin_x + p.facing * p.scale * (pts[..., 0] + p.root[:, None, 0])
-        py = p.floor_y - p.scale * (pts[..., 1] + p.root[:, None, 1])
-        assert px.min() > 0 and px.max() < p.size and py.min() > 0 and py.max() <= p.floor_y + 1.5
+        for k in range(3):
+            p = synth_params(label, np.random.default_rng(100 * label + k))
+            pts = synth.pose_in_world(p.joints, p.twist, p.pitch) + np.pad(p.root, ((0, 0), (0, 1)))[:, None]
+            px = p.origin_x + p.facing * p.scale * pts[..., 0]
+            py = p.floor_y - p.scale * pts[..., 1]
+            com = synth.centre_of_mass(pts)
+            cx, cy = p.origin_x + p.facing * p.scale * com[:, 0], p.floor_y - p.scale * com[:, 1]
+            assert (cx > 0).all() and (cx < p.size).all() and (cy > 0).all() and (cy < p.size).all()
+            inside = (px >= 0) & (px < p.size) & (py >= 0) & (py < p.size)
+            assert inside.mean() > 0.7  # limbs may leave the frame at the top of a jump, most of the body not
+            standing = py[0].max() - py[0].min()
+            assert standing > 0.4 * p.size  # the figure is large: several patches of a small ViT
 
 
 # ---- the data set -------------------------------------------------------------------------------------------------

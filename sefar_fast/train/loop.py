@@ -54,6 +54,7 @@ def model_from_config(cfg: Config, num_classes: int):
         cfg.model.arch, num_classes, cfg.method.elements,
         img_size=cfg.data.crop, patch_size=cfg.model.patch_size, drop_path=cfg.model.drop_path,
         head_dropout=cfg.model.head_dropout, attn=cfg.model.attn,
+        pos_embed_std=cfg.model.pos_embed_std, time_embed_std=cfg.model.time_embed_std,
     )
 
 
