@@ -17,7 +17,7 @@ def test_presets_shipped_and_class_counts():
 
 def test_layers_in_order(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump({"optim": {"epochs": 7, "batch_size": 3}, "method": {"perturb": "none"}}))
+    f.write_text(yaml.safe_dump({"optim": {"epochs": 7, "batch_size": 3}, "method": {"perturb": "none", "warmup_epochs": 2}}))
     cfg = build_config("synth", str(f), {"optim.batch_size": 5}, ["perturb=all-reverse", "method.elements=[2,4]"])
     assert cfg.optim.epochs == 7  # file over preset
     assert cfg.optim.batch_size == 5  # flag over file

@@ -65,7 +65,7 @@ def make_scratch(root: Path) -> None:
         folder = root / "runs" / name
         folder.mkdir(parents=True)
         cfg = build_config("synth", None, {"optim.epochs": epochs, "run.out": f"runs/{name}", "run.device": "cpu"},
-                           ["data.synth_clips_per_class=4"])
+                           ["data.synth_clips_per_class=4", "method.warmup_epochs=1"])
         (folder / "config.yaml").write_text(cfg.to_yaml())
         return folder, cfg.to_dict()
 
