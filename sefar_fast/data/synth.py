@@ -35,7 +35,7 @@ of the first (`reverse_params`), so every single frame of one is equally likely 
 A twist is a turn about the body's long axis: the arms spread sideways, so they sweep into
 view, and the right arm (drawn in an accent colour) passes from the near to the far side.
 
-The camera frames the move tightly (the figure is about two thirds of the frame tall when
+The camera frames the move tightly (the figure is about four fifths of the frame tall when
 standing; limbs may leave the frame at the top of a high jump). Nuisances, all drawn per clip
 (mild enough that a small model learns the set in minutes): clip length (16-32 frames), where in the clip the move starts,
 its speed (flight 45-80% of the clip), height and travel of the jump, facing, position and
