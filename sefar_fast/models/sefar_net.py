@@ -149,10 +149,10 @@ class SefarNet(nn.Module):
 
         From scratch on little data, attention at init averages the patch tokens almost uniformly,
         so a small figure on a large background barely moves the features and the loss sits at
-        ln(C) for hundreds of steps. Position and time embeddings of std ~0.5 (against patch tokens
-        of std ~0.3) give every token a distinct place in space and time that attention can use
-        from the first step; the synth preset sets both (measured on synth: 6% -> 23% val top-1
-        after 200 steps of vit-pico)."""
+        ln(C) for hundreds of steps. Position and time embeddings of std ~0.5, larger than the
+        patch embeddings at timm's init, give every token a distinct place in space and time that attention can use
+        from the first step; the synth preset sets both to 0.5. Measured on the synth clips, vit-pico,
+        AdamW 1e-3, batch 32: val top-1 after 200 steps 6.0% at timm's init, 23.3% with both at 0.3."""
         self.backbone.reset_parameters(generator, self.pos_embed_std)
         for embed in self.time_embed:
             if self.time_embed_std > 0:
