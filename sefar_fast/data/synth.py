@@ -437,6 +437,7 @@ def _fit_to_frame(root, pitch, twist, joints, rng, size, facing):
     x_min, x_max = (pts[..., 0] - r).min(), (pts[..., 0] + r).max()
     y_min, y_max = (pts[..., 1] - r).min(), (pts[..., 1] + r).max()
     margin = 0.04 * size
+    # the scale that fits the whole move with the floor at 0.9 of the frame height, capped at 0.5-0.6 frame per unit
     fit = min(size * rng.uniform(0.5, 0.6), (0.9 * size - margin) / y_max, (size - 2 * margin) / (x_max - x_min))
     scale = fit * FRAMING_ZOOM
     centre_x = 0.5 * (x_min + x_max) * facing  # in facing-mirrored world units

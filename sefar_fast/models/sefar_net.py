@@ -121,7 +121,7 @@ class SefarNet(nn.Module):
         for name, value in (("pos_embed_std", pos_embed_std), ("time_embed_std", time_embed_std)):
             if not 0.0 <= value <= 10.0:
                 raise SefarError(f"model.{name} {value} must be in [0, 10]")
-        self.pos_embed_std, self.time_embed_std = float(pos_embed_std), float(time_embed_std)
+        self.time_embed_std = float(time_embed_std)
         spec = arch_spec(arch, patch_size)
         self.arch = arch
         self.elements = elements
@@ -138,6 +138,7 @@ class SefarNet(nn.Module):
             mlp_ratio=spec.mlp_ratio,
             drop_path=drop_path,
             attn=attn,
+            pos_embed_std=pos_embed_std,
         )
         self.time_embed = nn.ParameterList(nn.Parameter(torch.empty(1, t, spec.dim)) for t in elements)
         self.head = FusionHead(spec.dim, len(elements), self.num_classes, self.head_dropout)
@@ -150,10 +151,11 @@ class SefarNet(nn.Module):
         From scratch on little data, attention at init averages the patch tokens almost uniformly,
         so a small figure on a large background barely moves the features and the loss sits at
         ln(C) for hundreds of steps. Position and time embeddings of std ~0.5, larger than the
-        patch embeddings at timm's init, give every token a distinct place in space and time that attention can use
-        from the first step; the synth preset sets both to 0.5. Measured on the synth clips, vit-pico,
-        AdamW 1e-3, batch 32: val top-1 after 200 steps 6.0% at timm's init, 23.3% with both at 0.3."""
-        self.backbone.reset_parameters(generator, self.pos_embed_std)
+        patch embeddings at timm's init, give every token a distinct place in space and time that
+        attention can use from the first step; the synth preset sets both to 0.5. Measured on the
+        synth clips, vit-pico, AdamW 1e-3, batch 32: val top-1 after 200 steps 6.0% at timm's
+        init, 23.3% with both at 0.3."""
+        self.backbone.reset_parameters(generator)
         for embed in self.time_embed:
             if self.time_embed_std > 0:
                 nn.init.trunc_normal_(embed, std=self.time_embed_std, generator=generator)

@@ -145,6 +145,7 @@ class TimeSformer(nn.Module):
         mlp_ratio: int = 4,
         drop_path: float = 0.1,
         attn: str = "sdpa",
+        pos_embed_std: float = 0.02,
     ):
         super().__init__()
         if img_size < patch_size or img_size % patch_size:
@@ -152,6 +153,7 @@ class TimeSformer(nn.Module):
         if not 0.0 <= drop_path < 1.0:
             raise SefarError(f"drop_path {drop_path} must be in [0, 1)")
         self.img_size = img_size
+        self.pos_embed_std = float(pos_embed_std)  # timm's 0.02; larger helps from scratch (see SefarNet)
         self.patch_size = patch_size
         self.grid = img_size // patch_size
         self.num_patches = self.grid**2
@@ -167,11 +169,9 @@ class TimeSformer(nn.Module):
         self.grad_checkpointing = False
 
     @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | None = None, pos_embed_std: float = 0.02) -> None:
-        """timm ViT initialisation (truncated normal 0.02), temporal_fc zero.
-
-        `pos_embed_std` > 0.02 helps training from scratch on little data: see SefarNet."""
-        nn.init.trunc_normal_(self.pos_embed, std=pos_embed_std, generator=generator)
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """timm ViT initialisation (truncated normal 0.02; pos_embed at `pos_embed_std`), temporal_fc zero."""
+        nn.init.trunc_normal_(self.pos_embed, std=self.pos_embed_std, generator=generator)
         nn.init.normal_(self.cls_token, std=1e-6, generator=generator)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
