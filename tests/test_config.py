@@ -87,3 +87,23 @@ def test_missing_config_file(tmp_path):
     bad.write_text("optim: [unclosed")
     with pytest.raises(SefarError, match="not valid YAML"):
         build_config("synth", str(bad))
+
+
+def test_train_help_documents_every_method_switch(monkeypatch, capsys):
+    """Each key of the method section is a switch a user may flip, so `sefar train --help` names all of them."""
+    import dataclasses
+    import sys
+
+    from sefar_fast.cli.app import main
+    from sefar_fast.config import MethodConfig
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(sys, "argv", ["sefar", "train", "--help"])
+    try:
+        main()
+    except SystemExit as stop:
+        assert stop.code in (0, None)
+    text = capsys.readouterr().out
+    missing = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "name" and f"method.{f.name}=" not in text]
+    assert not missing, f"sefar train --help does not name: {missing}"
+    assert "sefar|supervised|fixmatch" in text
