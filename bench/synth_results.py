@@ -1,13 +1,15 @@
-"""Run the method comparison and ablations on the built-in synth data; write docs/results.md.
+"""Run the method comparison and ablations on the built-in synth data; print the table for docs/results.md.
 
-    python bench/synth_results.py --seeds 0 1 2 --out runs/results -- --epochs 64 method.warmup_epochs=40
-                                                                            # everything (hours on a laptop CPU)
+    python bench/synth_results.py --seeds 0 1 2 --jobs 2 --out runs/r200 -- --epochs 200 \
+        method.warmup_epochs=80 method.unlabeled_ratio=1 eval.every=20     # everything (hours on a laptop CPU)
     python bench/synth_results.py --rows sefar supervised --seeds 0       # a subset
     python bench/synth_results.py --table-only --out runs/results          # rebuild the table from finished runs
 
 Each row is one `sefar train` command (printed in the table, so any number can be
 reproduced by hand); each (row, seed) run writes its result JSON, and finished
-runs are skipped, so the script can be stopped and started again. The table
+runs are skipped, so the script can be stopped and started again. `--jobs N` runs
+N at a time, each with cores / N threads (small models use a core each better than
+they share two). The table
 reports the final-epoch top-1 of the model the run reports (teacher for
 semi-supervised methods, student otherwise) with mean and std over seeds, the
 final student's top-1 (the same model for supervised rows), and the best
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
@@ -55,15 +59,21 @@ def command(extra: list[str], seed: int, out: Path, common: list[str]) -> list[s
             *common, *extra]
 
 
-def run_rows(rows, seeds, out_root: Path, common: list[str]) -> None:
-    for name, _, extra in rows:
-        for seed in seeds:
-            out = out_root / slug(name) / f"seed{seed}"
-            if (out / "result.json").is_file():
-                continue
-            cmd = command(extra, seed, out, common)
-            print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def run_rows(rows, seeds, out_root: Path, common: list[str], jobs: int = 1) -> None:
+    """Run every unfinished (row, seed), `jobs` at a time; each job gets cores // jobs threads."""
+    todo = [(command(extra, seed, out_root / slug(name) / f"seed{seed}", common))
+            for name, _, extra in rows for seed in seeds
+            if not (out_root / slug(name) / f"seed{seed}" / "result.json").is_file()]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if jobs > 1 else None
+
+    def launch(cmd: list[str]) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(launch, cmd) for cmd in todo]:
+            future.result()
 
 
 def _fmt(values: list[float]) -> str:
@@ -98,6 +108,7 @@ def main(argv=None) -> None:
     ap.add_argument("--groups", nargs="*", help="methods, table3, table4")
     ap.add_argument("--out", type=Path, default=Path("runs/results"))
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores/jobs threads)")
     ap.add_argument("common", nargs="*", help="extra arguments for every run, e.g. epochs=20")
     args = ap.parse_args(argv)
     rows = ROWS
@@ -107,7 +118,7 @@ def main(argv=None) -> None:
     if args.groups:
         rows = [r for r in rows if r[1] in set(args.groups)]
     if not args.table_only:
-        run_rows(rows, args.seeds, args.out, args.common)
+        run_rows(rows, args.seeds, args.out, args.common, args.jobs)
     sys.stdout.write(table(rows, args.out, args.common) + "\n")
 
 
