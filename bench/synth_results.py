@@ -8,8 +8,7 @@
 Each row is one `sefar train` command (printed in the table, so any number can be
 reproduced by hand); each (row, seed) run writes its result JSON, and finished
 runs are skipped, so the script can be stopped and started again. `--jobs N` runs
-N at a time, each with cores / N threads (small models use a core each better than
-they share two). The table
+N at a time, each with cores / N threads. The table
 reports the final-epoch top-1 of the model the run reports (teacher for
 semi-supervised methods, student otherwise) with mean and std over seeds, the
 final student's top-1 (the same model for supervised rows), and the best
@@ -61,7 +60,7 @@ def command(extra: list[str], seed: int, out: Path, common: list[str]) -> list[s
 
 def run_rows(rows, seeds, out_root: Path, common: list[str], jobs: int = 1) -> None:
     """Run every unfinished (row, seed), `jobs` at a time; each job gets cores // jobs threads."""
-    todo = [(command(extra, seed, out_root / slug(name) / f"seed{seed}", common))
+    todo = [command(extra, seed, out_root / slug(name) / f"seed{seed}", common)
             for name, _, extra in rows for seed in seeds
             if not (out_root / slug(name) / f"seed{seed}" / "result.json").is_file()]
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -111,6 +110,8 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores/jobs threads)")
     ap.add_argument("common", nargs="*", help="extra arguments for every run, e.g. epochs=20")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs {args.jobs} must be at least 1")
     rows = ROWS
     if args.rows:
         wanted = {SHORT.get(r, r) for r in args.rows}
