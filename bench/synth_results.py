@@ -31,7 +31,7 @@ from pathlib import Path
 # (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
 ROWS = [
     ("supervised 10%", "methods", ["--method", "supervised"]),
-    # 100% labels: 10x the steps per epoch; 20 epochs (2,400 steps, 3x the 10% runs' 768) keep it affordable
+    # 100% labels: 10x the steps per epoch; 20 epochs = 2,400 steps, as many as a 10% run of 200 epochs
     ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "--epochs", "20"]),
     ("fixmatch (Table 3 baseline)", "methods", ["--method", "fixmatch"]),
     ("sefar", "methods", ["--method", "sefar"]),
