@@ -28,11 +28,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 # (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
 ROWS = [
     ("supervised 10%", "methods", ["--method", "supervised"]),
-    # 100% labels: 10x the steps per epoch; 20 epochs = 2,400 steps, as many as a 10% run of 200 epochs
-    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "--epochs", "20"]),
+    # 100% labels: 10x the steps per epoch, so a tenth of the epochs (EQUAL_STEPS) gives the 10% rows' step count
+    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "--epochs", "EQUAL_STEPS"]),
     ("fixmatch (Table 3 baseline)", "methods", ["--method", "fixmatch"]),
     ("sefar", "methods", ["--method", "sefar"]),
     ("+ Dual-Ele (warp, threshold)", "table3", ["perturb=warp", "regulation=threshold"]),
@@ -53,9 +55,23 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
 
 
+SYNTH_PRESET = Path(__file__).resolve().parents[1] / "sefar_fast" / "configs" / "synth.yaml"
+
+
+def equal_steps(extra: list[str], common: list[str]) -> list[str]:
+    """Replace EQUAL_STEPS with a tenth of the run's epochs: 10x the labeled clips per epoch, same steps."""
+    epochs = yaml.safe_load(SYNTH_PRESET.read_text())["optim"]["epochs"]  # when no --epochs is given
+    for i, arg in enumerate(common):
+        if arg == "--epochs" and i + 1 < len(common):
+            epochs = int(common[i + 1])
+        elif arg.startswith("--epochs="):
+            epochs = int(arg.split("=", 1)[1])
+    return [str(max(1, round(epochs / 10))) if a == "EQUAL_STEPS" else a for a in extra]
+
+
 def command(extra: list[str], seed: int, out: Path, common: list[str]) -> list[str]:
     return ["sefar", "train", "--seed", str(seed), "--out", str(out), "--json", str(out / "result.json"),
-            *common, *extra]
+            *common, *equal_steps(extra, common)]
 
 
 def run_rows(rows, seeds, out_root: Path, common: list[str], jobs: int = 1) -> None:
@@ -94,7 +110,7 @@ def table(rows, out_root: Path, common: list[str]) -> str:
             finals.append(r["last"]["val_top1"])
             students.append(r["last"]["val_top1_student"])
             bests.append(r["best_val_top1"])
-        cmd = " ".join(["sefar train", *common, *extra])
+        cmd = " ".join(["sefar train", *common, *equal_steps(extra, common)])
         lines.append(f"| {name} | {group} | {len(finals)} | {_fmt(finals)} | {_fmt(students)} | {_fmt(bests)} "
                      f"| `{cmd}` |")
     return "\n".join(lines)
@@ -114,8 +130,9 @@ def main(argv=None) -> None:
         ap.error(f"--jobs {args.jobs} must be at least 1")
     rows = ROWS
     if args.rows:
-        wanted = {SHORT.get(r, r) for r in args.rows}
-        rows = [r for r in rows if r[0] in wanted]
+        # in the order asked, so the longest runs can be started first
+        by_name = {r[0]: r for r in rows}
+        rows = [by_name[SHORT.get(r, r)] for r in args.rows if SHORT.get(r, r) in by_name]
     if args.groups:
         rows = [r for r in rows if r[1] in set(args.groups)]
     if not args.table_only:
