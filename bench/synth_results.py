@@ -1,6 +1,6 @@
 """Run the method comparison and ablations on the built-in synth data; print the table for docs/results.md.
 
-    python bench/synth_results.py --seeds 0 1 2 --jobs 2 --out runs/r200 -- --epochs 200 \
+    python bench/synth_results.py --seeds 0 1 2 --jobs 2 --out runs/r300 -- --epochs 300 \
         method.warmup_epochs=80 method.unlabeled_ratio=1 eval.every=20     # everything (hours on a laptop CPU)
     python bench/synth_results.py --rows sefar supervised --seeds 0       # a subset
     python bench/synth_results.py --table-only --out runs/results          # rebuild the table from finished runs
