@@ -132,7 +132,10 @@ def main(argv=None) -> None:
     if args.rows:
         # in the order asked, so the longest runs can be started first
         by_name = {r[0]: r for r in rows}
-        rows = [by_name[SHORT.get(r, r)] for r in args.rows if SHORT.get(r, r) in by_name]
+        unknown = [r for r in args.rows if SHORT.get(r, r) not in by_name]
+        if unknown:
+            ap.error(f"unknown row {unknown[0]!r}: use a short name ({', '.join(SHORT)}) or a row name of ROWS")
+        rows = [by_name[SHORT.get(r, r)] for r in args.rows]
     if args.groups:
         rows = [r for r in rows if r[1] in set(args.groups)]
     if not args.table_only:

@@ -39,3 +39,9 @@ def test_rows_are_reported_in_the_order_asked(synth_results, tmp_path, capsys):
     synth_results.main(["--table-only", "--out", str(tmp_path), "--rows", "sefar", "supervised100", "supervised"])
     names = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
     assert names == ["sefar", "supervised 100%", "supervised 10%"]
+
+
+def test_an_unknown_row_is_refused_naming_it(synth_results, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        synth_results.main(["--table-only", "--out", str(tmp_path), "--rows", "sefar", "sefra"])
+    assert "unknown row 'sefra'" in capsys.readouterr().err
