@@ -28,13 +28,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
+from sefar_fast.config import build_config
 
 # (row name, group, extra arguments). Label rate 10% unless the row says otherwise.
 ROWS = [
     ("supervised 10%", "methods", ["--method", "supervised"]),
     # 100% labels: 10x the steps per epoch, so a tenth of the epochs (EQUAL_STEPS) gives the 10% rows' step count
-    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "--epochs", "EQUAL_STEPS"]),
+    ("supervised 100%", "methods", ["--method", "supervised", "--label-rate", "1.0", "optim.epochs=EQUAL_STEPS"]),
     ("fixmatch (Table 3 baseline)", "methods", ["--method", "fixmatch"]),
     ("sefar", "methods", ["--method", "sefar"]),
     ("+ Dual-Ele (warp, threshold)", "table3", ["perturb=warp", "regulation=threshold"]),
@@ -55,18 +55,28 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
 
 
-SYNTH_PRESET = Path(__file__).resolve().parents[1] / "sefar_fast" / "configs" / "synth.yaml"
-
-
-def equal_steps(extra: list[str], common: list[str]) -> list[str]:
-    """Replace EQUAL_STEPS with a tenth of the run's epochs: 10x the labeled clips per epoch, same steps."""
-    epochs = yaml.safe_load(SYNTH_PRESET.read_text())["optim"]["epochs"]  # when no --epochs is given
+def ten_percent_epochs(common: list[str]) -> int:
+    """The 10% rows' epochs, resolved the way `sefar train` does: synth preset, --epochs, then key=value."""
+    epochs = None
     for i, arg in enumerate(common):
         if arg == "--epochs" and i + 1 < len(common):
             epochs = int(common[i + 1])
         elif arg.startswith("--epochs="):
             epochs = int(arg.split("=", 1)[1])
-    return [str(max(1, round(epochs / 10))) if a == "EQUAL_STEPS" else a for a in extra]
+    overrides = [a for a in common if "=" in a and not a.startswith("-")]
+    return build_config("synth", flags={"optim.epochs": epochs}, overrides=overrides).optim.epochs
+
+
+def equal_steps(extra: list[str], common: list[str]) -> list[str]:
+    """Replace EQUAL_STEPS with a tenth of the 10% rows' epochs: 10x the labeled clips per epoch, same steps.
+
+    It becomes an `optim.epochs=N` override, placed after the common arguments: overrides apply
+    after flags and in order, so it wins over both `--epochs` and an `epochs=` in `common`.
+    """
+    if not any("EQUAL_STEPS" in a for a in extra):
+        return extra
+    epochs = str(max(1, round(ten_percent_epochs(common) / 10)))
+    return [a.replace("EQUAL_STEPS", epochs) for a in extra]
 
 
 def command(extra: list[str], seed: int, out: Path, common: list[str]) -> list[str]:
