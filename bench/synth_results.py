@@ -56,15 +56,14 @@ def slug(name: str) -> str:
 
 
 def ten_percent_epochs(common: list[str]) -> int:
-    """The 10% rows' epochs, resolved the way `sefar train` does: synth preset, --epochs, then key=value."""
-    epochs = None
-    for i, arg in enumerate(common):
-        if arg == "--epochs" and i + 1 < len(common):
-            epochs = int(common[i + 1])
-        elif arg.startswith("--epochs="):
-            epochs = int(arg.split("=", 1)[1])
-    overrides = [a for a in common if "=" in a and not a.startswith("-")]
-    return build_config("synth", flags={"optim.epochs": epochs}, overrides=overrides).optim.epochs
+    """The 10% rows' epochs, resolved the way `sefar train` does: preset, --config file, --epochs, then key=value."""
+    cli = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # only the options that can set the epochs
+    cli.add_argument("-d", "--data", default="synth")
+    cli.add_argument("-c", "--config")
+    cli.add_argument("--epochs", type=int)
+    known, rest = cli.parse_known_args(common)
+    overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+    return build_config(known.data, known.config, {"optim.epochs": known.epochs}, overrides).optim.epochs
 
 
 def equal_steps(extra: list[str], common: list[str]) -> list[str]:

@@ -57,3 +57,14 @@ def test_an_unknown_row_is_refused_naming_it(synth_results, tmp_path, capsys):
     with pytest.raises(SystemExit):
         synth_results.main(["--table-only", "--out", str(tmp_path), "--rows", "sefar", "sefra"])
     assert "unknown row 'sefra'" in capsys.readouterr().err
+
+
+def test_full_label_row_reads_the_epochs_of_a_config_file(synth_results, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "long.yaml"
+    config.write_text("optim:\n  epochs: 250\n")
+    common = ["-c", str(config), "eval.every=20"]
+    rows = {name: extra for name, _, extra in synth_results.ROWS}
+    ten = synth_results.command(rows["supervised 10%"], 0, tmp_path, common)
+    full = synth_results.command(rows["supervised 100%"], 0, tmp_path, common)
+    assert _trained_steps(ten, tmp_path, monkeypatch, capsys) == 250 * 192 // 16
+    assert _trained_steps(full, tmp_path, monkeypatch, capsys) == 25 * 1920 // 16
