@@ -49,8 +49,8 @@ def test_regulation_kernel_compiles():
 
     signature = {name: "*fp32" for name in ("feat_ptr", "w_ptr", "bias_ptr", "mean_ptr", "std_ptr")}
     signature.update(label_ptr="*i64", stats_ptr="*fp32", masks_ptr="*fp32", scratch_ptr="*fp32", seed="i64",
-                     B="i32", C="i32", U="i32", inv_u="fp32", inv_dof="fp32", p_drop="fp32", keep_scale="fp32",
+                     B="i32", U="i32", inv_u="fp32", inv_dof="fp32", p_drop="fp32", keep_scale="fp32",
                      threshold="fp32")
-    constexprs = dict(D=256, BLOCK_U=16, BLOCK_C=32, BLOCK_D=64, MODE=0, WRITE_MASKS=True, UNIFORM_SHIFT=8,
+    constexprs = dict(C=99, D=256, BLOCK_U=16, BLOCK_C=32, BLOCK_D=64, MODE=0, WRITE_MASKS=True, UNIFORM_SHIFT=8,
                       UNIFORM_STEP=2.0**-24)
     compile_for_hopper(regulation._regulate_kernel, signature, constexprs, regulation.NUM_WARPS)

@@ -54,8 +54,12 @@ def _head_logits(x_ptr, w_ptr, bias_ptr, c, C, D: tl.constexpr, BLOCK_U: tl.cons
 @triton.jit
 def _regulate_kernel(
     feat_ptr, w_ptr, bias_ptr, mean_ptr, std_ptr, label_ptr, stats_ptr, masks_ptr, scratch_ptr,
-    seed, B, C, U, inv_u, inv_dof, p_drop, keep_scale, threshold,
-    D: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr,
+    seed, B, U, inv_u, inv_dof, p_drop, keep_scale, threshold,
+    # C is a compile-time constant (one build per class count, i.e. per model) because the
+    # class loops `range(0, C, BLOCK_C)` over a runtime C break Triton 3.6's interpreter
+    # under numpy 2 (a 1-element array has no __index__), seen on the H200 machine 2026-11-28.
+    C: tl.constexpr, D: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+    MODE: tl.constexpr,
     WRITE_MASKS: tl.constexpr, UNIFORM_SHIFT: tl.constexpr, UNIFORM_STEP: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -160,9 +164,9 @@ def regulate_head_triton(
     scratch = torch.empty((b, block_u, d), device=dev, dtype=torch.float32)
     _regulate_kernel[(b,)](
         feat, weight, bias, mean, std, label, stats, masks, scratch,
-        check_seed(seed), b, c, samples, 1.0 / samples, 1.0 / max(samples - 1, 1),  # 1/U, 1/(U-1) (U = 1: std 0)
+        check_seed(seed), b, samples, 1.0 / samples, 1.0 / max(samples - 1, 1),  # 1/U, 1/(U-1) (U = 1: std 0)
         float(p), 1.0 / (1.0 - p), float(threshold),
-        D=d, BLOCK_U=block_u, BLOCK_C=block_c, BLOCK_D=min(d, 64), MODE=REGULATIONS.index(mode),
+        C=c, D=d, BLOCK_U=block_u, BLOCK_C=block_c, BLOCK_D=min(d, 64), MODE=REGULATIONS.index(mode),
         WRITE_MASKS=return_masks, UNIFORM_SHIFT=32 - UNIFORM_BITS, UNIFORM_STEP=2.0**-UNIFORM_BITS,
         num_warps=NUM_WARPS,
     )
