@@ -136,7 +136,8 @@ class Trainer:
                 self._write_config()
         from sefar_fast.train.step import make_step
 
-        self.step_fn = make_step(cfg, self.model, self.device, self.amp, self.compile, self.dist)
+        self.step_fn = make_step(cfg, self.model, self.device, self.amp, self.compile, self.dist,
+                                 on_compile_fallback=self._warn)
         self._loaders()
 
     def _write_config(self) -> None:

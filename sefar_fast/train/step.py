@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sefar_fast.train.compiling import CompiledForward
 from sefar_fast.train.distributed import DistInfo
 
 # Per-rank sums (added over ranks when an epoch's stats are reduced).
@@ -36,7 +37,8 @@ GLOBAL_KEYS = ("skipped", "opt_steps", "first_skipped")
 
 
 class TrainStep:
-    def __init__(self, cfg, model, device: torch.device, amp: bool, compile: bool, dist: DistInfo):
+    def __init__(self, cfg, model, device: torch.device, amp: bool, compile: bool, dist: DistInfo,
+                 on_compile_fallback=None):
         self.cfg, self.device, self.amp, self.dist = cfg, device, amp, dist
         self.model = model  # the plain module (EMA, checkpoints)
         self.net = model
@@ -44,7 +46,8 @@ class TrainStep:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.forward = torch.compile(self.net) if compile else self.net
+        # on_compile_fallback(message): run eagerly when the compiler fails (None: raise instead)
+        self.forward = CompiledForward(self.net, on_compile_fallback) if compile else self.net
         d = cfg.data
         self.mean, self.std = d.mean, d.std
         self.frame_hw = tuple(d.frame_size)
@@ -248,5 +251,5 @@ def _finite_or_zero(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
     return torch.where(bad, torch.zeros_like(value), value.detach())
 
 
-def make_step(cfg, model, device, amp, compile, dist) -> TrainStep:
-    return TrainStep(cfg, model, device, amp, compile, dist)
+def make_step(cfg, model, device, amp, compile, dist, on_compile_fallback=None) -> TrainStep:
+    return TrainStep(cfg, model, device, amp, compile, dist, on_compile_fallback)

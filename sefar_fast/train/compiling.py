@@ -1,0 +1,53 @@
+"""torch.compile for the training step.
+
+Two things on top of a bare `torch.compile(net)`:
+
+- inductor's memory-coalescing analysis is switched off. torch 2.11 (cu130) stops with a
+  bare `AssertionError` in `tiling_utils._solve_simple_expr` on this project's step (an
+  index with modular arithmetic it cannot solve); without the analysis the step compiles
+  (synth SeFAR step on an H200, 2026-11-28: 8.6 it/s compiled, 2.3 to 2.5 eagerly). The
+  analysis only chooses how generated kernels tile their loops, not what they compute.
+- `CompiledForward(..., on_fallback=warn)` carries on eagerly when the compiler itself
+  fails (`BackendCompilerFailed`), saying so once, instead of ending a run at its first
+  step. Errors of the model's own code are raised as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def configure_inductor() -> None:
+    """Settings the step needs from inductor, where this torch has them (see the module doc)."""
+    import torch._inductor.config as inductor_config
+
+    triton_cfg = getattr(inductor_config, "triton", None)
+    if hasattr(triton_cfg, "coalesce_tiling_analysis"):
+        triton_cfg.coalesce_tiling_analysis = False
+
+
+class CompiledForward:
+    """`net` compiled; calls go eagerly to `net` once the compiler has failed, when `on_fallback`
+    is given (it gets one line saying why). Without it a compiler failure is raised."""
+
+    def __init__(self, net: torch.nn.Module, on_fallback: Callable[[str], None] | None = None):
+        configure_inductor()
+        self.net = net
+        self.compiled = torch.compile(net)
+        self.on_fallback = on_fallback
+        self.error: str | None = None  # why the step runs eagerly, once the compiler failed
+
+    def __call__(self, *args, **kwargs):
+        if self.error is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as e:
+                if self.on_fallback is None:
+                    raise
+                first_line = (str(e).strip().splitlines() or [""])[0]
+                self.error = f"{type(e).__name__}: {first_line}"[:200]
+                self.on_fallback(f"torch.compile could not build the training step ({self.error}); "
+                                 "training eagerly (slower, same results); pass --no-compile to skip compiling")
+        return self.net(*args, **kwargs)
