@@ -288,3 +288,31 @@ def test_gpu_check_summary_puts_numbers_against_the_targets(tmp_path):
     assert rows["vit-s peak memory 8+24"][3] == "-"  # the memory targets are for vit-b
     wait = [r for name, r in rows.items() if name.startswith("sefar train GPU waiting")]
     assert len(wait) == 1 and wait[0][1:] == ("6.0%", "< 10%", "met") and "steady" in wait[0][0]
+
+
+def test_gpu_check_summary_reads_the_kernel_benchmark_and_the_video_check(tmp_path):
+    import json
+
+    from sefar_fast.bench.summary import summary_rows
+
+    stem = "nvidia-h200-2026-11-28"
+    kernels = {
+        "kernels": {"views": {"speedup": 23.7, "bw_fraction": 0.41, "max_abs_diff": 0.0156},
+                    "strong_mixed": {"speedup": 13.2, "bw_fraction": 0.75, "max_abs_diff": 0.0156},
+                    "regulation": {"speedup": 3.9, "bw_fraction": 0.0006, "max_abs_diff": 2e-7}},
+        "regulation_fraction_of_step": 0.0003,
+        "targets": {"views_bw_fraction": 0.7, "views_speedup": 3.0, "regulation_fraction_of_step": 0.02},
+        "targets_met": {"views_bw_fraction": False, "views_speedup": True, "strong_mixed_bw_fraction": True,
+                        "strong_mixed_speedup": True, "regulation_fraction_of_step": True},
+    }
+    (tmp_path / f"{stem}-kernels.json").write_text(json.dumps(kernels))
+    video = {"check": {"h264": {"mean_abs_diff": 1.95}, "vp9": {"mean_abs_diff": 1.89}, "ok": False}}
+    (tmp_path / f"{stem}-video-check.json").write_text(json.dumps(video))
+    rows = {r[0]: r for r in summary_rows(tmp_path, stem)}
+
+    views = rows["views kernel: speedup, copy-bandwidth fraction"]
+    assert views[1:] == ("23.7x, 41% (max |diff| 0.0156)", ">= 3x, 70%", "SHORT")  # fast, but 41% < 70%
+    assert rows["strong_mixed kernel: speedup, copy-bandwidth fraction"][3] == "met"
+    assert rows["regulation kernel: share of a vit-s step"][1:] == ("0.03% (max |diff| 2e-07)", "< 2%", "met")
+    assert rows["direct video NVDEC vs PyAV"][1:] == ("mean |diff| h264 1.95, vp9 1.89", "mean < 3, all by DALI",
+                                                      "SHORT")

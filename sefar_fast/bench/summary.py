@@ -4,7 +4,8 @@
 
 reads, in OUT: logs/parts.tsv (part, status, seconds: one line per part, written by
 the script), STEM-bench-vit-s.json and STEM-bench-vit-b.json (`sefar bench`),
-STEM-dali-check.json, STEM-train.json and logs/train-metrics.jsonl (the short
+STEM-dali-check.json, STEM-video-check.json, STEM-kernels.json (bench/kernels_bench.py),
+STEM-train.json and logs/train-metrics.jsonl (the short
 `sefar train`, whose `data_wait` fields say how long the GPU waited for data).
 Whatever is missing shows as missing; nothing here fails.
 
@@ -64,6 +65,29 @@ def _wait_fraction(train: dict | None, metrics: Path) -> tuple[str, float] | Non
     return None
 
 
+def _kernel_rows(rec: dict | None) -> list[tuple[str, str, str, str]]:
+    """The kernel benchmark (bench/kernels_bench.py): speed and bandwidth against targets, max |diff|."""
+    if not rec:
+        return []
+    rows = []
+    targets, met = rec.get("targets") or {}, rec.get("targets_met") or {}
+    for name, kern in (rec.get("kernels") or {}).items():
+        if name == "regulation" or not isinstance(kern, dict) or "speedup" not in kern:
+            continue
+        prefix = "views" if name == "views" else name
+        rows.append((f"{name} kernel: speedup, copy-bandwidth fraction",
+                     f"{kern['speedup']:.1f}x, {100 * kern['bw_fraction']:.0f}% (max |diff| {kern['max_abs_diff']:.3g})",
+                     f">= {targets.get('views_speedup', 0):.0f}x, {100 * targets.get('views_bw_fraction', 0):.0f}%",
+                     _verdict(bool(met.get(f"{prefix}_speedup")) and bool(met.get(f"{prefix}_bw_fraction")))))
+    reg = (rec.get("kernels") or {}).get("regulation")
+    if isinstance(reg, dict) and "regulation_fraction_of_step" in rec:
+        rows.append(("regulation kernel: share of a vit-s step",
+                     f"{100 * rec['regulation_fraction_of_step']:.2f}% (max |diff| {reg.get('max_abs_diff', float('nan')):.3g})",
+                     f"< {100 * targets.get('regulation_fraction_of_step', 0):.0f}%",
+                     _verdict(bool(met.get("regulation_fraction_of_step")))))
+    return rows
+
+
 def summary_rows(out: Path, stem: str) -> list[tuple[str, str, str, str]]:
     """(check, measured, target, verdict) rows."""
     out = Path(out)
@@ -106,6 +130,14 @@ def summary_rows(out: Path, stem: str) -> list[tuple[str, str, str, str]]:
     if dali is not None:
         rows.append(("DALI GPU decode vs host", f"mean |diff| {dali.get('mean_abs_diff', float('nan')):.2f}, "
                      f"max {dali.get('max_abs_diff')}", "mean < 2", _verdict(bool(dali.get("ok")))))
+    video = _load(out / f"{stem}-video-check.json")
+    if video is not None:
+        check = video.get("check") or {}
+        diffs = ", ".join(f"{codec} {check[codec]['mean_abs_diff']:.2f}" for codec in ("h264", "vp9")
+                          if isinstance(check.get(codec), dict) and "mean_abs_diff" in check[codec])
+        rows.append(("direct video NVDEC vs PyAV", f"mean |diff| {diffs or 'missing'}", "mean < 3, all by DALI",
+                     _verdict(bool(check.get("ok")))))
+    rows.extend(_kernel_rows(_load(out / f"{stem}-kernels.json")))
     train = _load(out / f"{stem}-train.json")
     wait = _wait_fraction(train, out / "logs" / "train-metrics.jsonl")
     if wait is not None:
