@@ -503,10 +503,10 @@ def test_mismatched_weights_are_user_errors(tmp_path):
 def test_embedding_init_scales_are_configurable_and_default_to_timm():
     plain = build_model("vit-test", 5, [2, 4], img_size=16)
     assert all(not e.detach().any() for e in plain.time_embed)  # zero: a loaded ViT starts image-only
-    assert 0.015 < float(plain.backbone.pos_embed.std()) < 0.025
+    assert 0.015 < float(plain.backbone.pos_embed.detach().std()) < 0.025
     strong = build_model("vit-test", 5, [2, 4], img_size=16, pos_embed_std=0.5, time_embed_std=0.5)
     values = torch.cat([strong.backbone.pos_embed.flatten()] + [e.flatten() for e in strong.time_embed])
-    assert 0.4 < float(values.std()) < 0.6
+    assert 0.4 < float(values.detach().std()) < 0.6
     # the rest of the init is unchanged: same seed, same patch embedding
     assert torch.equal(plain.backbone.patch_embed.proj.weight, strong.backbone.patch_embed.proj.weight)
     with pytest.raises(SefarError, match="time_embed_std"):
