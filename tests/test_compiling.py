@@ -46,6 +46,21 @@ def test_a_compiler_failure_falls_back_to_eager_once_and_says_why(monkeypatch):
     assert fwd.error is not None
 
 
+def test_a_torch_compile_that_refuses_at_once_also_falls_back(monkeypatch):
+    def refusing_compile(module, *args, **kwargs):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", refusing_compile)
+    said = []
+    net = nn.Linear(4, 3)
+    fwd = CompiledForward(net, on_fallback=said.append)
+    x = torch.randn(2, 4)
+    assert torch.equal(fwd(x), net(x))
+    assert len(said) == 1 and "Dynamo is not supported" in said[0]
+    with pytest.raises(RuntimeError, match="not supported"):
+        CompiledForward(net)  # without a fallback: raised
+
+
 def test_without_a_fallback_the_compiler_failure_is_raised(monkeypatch):
     monkeypatch.setattr(torch, "compile", _compiler_that_fails([]))
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):

@@ -8,7 +8,7 @@ Two things on top of a bare `torch.compile(net)`:
   (synth SeFAR step on an H200, 2026-11-28: 8.6 it/s compiled, 2.3 to 2.5 eagerly). The
   analysis only chooses how generated kernels tile their loops, not what they compute.
 - `CompiledForward(..., on_fallback=warn)` carries on eagerly when the compiler itself
-  fails (`BackendCompilerFailed`), saying so once, instead of ending a run at its first
+  fails (`BackendCompilerFailed` at the first call, or `torch.compile` refusing), saying so once, instead of ending a run at its first
   step. Errors of the model's own code are raised as they are.
 """
 
@@ -35,19 +35,25 @@ class CompiledForward:
     def __init__(self, net: torch.nn.Module, on_fallback: Callable[[str], None] | None = None):
         configure_inductor()
         self.net = net
-        self.compiled = torch.compile(net)
         self.on_fallback = on_fallback
         self.error: str | None = None  # why the step runs eagerly, once the compiler failed
+        try:
+            self.compiled = torch.compile(net)
+        except RuntimeError as e:  # torch.compile itself refuses (e.g. a Python its dynamo does not support)
+            self._fall_back(e)
 
     def __call__(self, *args, **kwargs):
         if self.error is None:
             try:
                 return self.compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as e:
-                if self.on_fallback is None:
-                    raise
-                first_line = (str(e).strip().splitlines() or [""])[0]
-                self.error = f"{type(e).__name__}: {first_line}"[:200]
-                self.on_fallback(f"torch.compile could not build the training step ({self.error}); "
-                                 "training eagerly (slower, same results); pass --no-compile to skip compiling")
+                self._fall_back(e)
         return self.net(*args, **kwargs)
+
+    def _fall_back(self, e: Exception) -> None:
+        if self.on_fallback is None:
+            raise e
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        self.error = f"{type(e).__name__}: {first_line}"[:200]
+        self.on_fallback(f"torch.compile could not build the training step ({self.error}); "
+                         "training eagerly (slower, same results); pass --no-compile to skip compiling")
