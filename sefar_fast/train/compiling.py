@@ -8,7 +8,8 @@ Two things on top of a bare `torch.compile(net)`:
   (synth SeFAR step on an H200, 2026-11-28: 8.6 it/s compiled, 2.3 to 2.5 eagerly). The
   analysis only chooses how generated kernels tile their loops, not what they compute.
 - `CompiledForward(..., on_fallback=warn)` carries on eagerly when the compiler itself
-  fails (`BackendCompilerFailed` at the first call, or `torch.compile` refusing), saying so once, instead of ending a run at its first
+  fails (`BackendCompilerFailed` at the first call, or `torch.compile` refusing outright),
+  saying so once, instead of ending a run at its first
   step. Errors of the model's own code are raised as they are.
 """
 
