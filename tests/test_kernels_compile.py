@@ -54,3 +54,13 @@ def test_regulation_kernel_compiles():
     constexprs = dict(C=99, D=256, BLOCK_U=16, BLOCK_C=32, BLOCK_D=64, MODE=0, WRITE_MASKS=True, UNIFORM_SHIFT=8,
                       UNIFORM_STEP=2.0**-24)
     compile_for_hopper(regulation._regulate_kernel, signature, constexprs, regulation.NUM_WARPS)
+
+
+def test_regulation_kernel_is_not_rebuilt_for_a_new_seed():
+    # Every step passes a fresh MC seed. Triton keys its compiled kernels on integer arguments'
+    # divisibility by 16 unless told not to, so a seed that is a multiple of 16 would build the
+    # kernel again mid-training; only the seed may opt out (B and U are fixed per run).
+    from sefar_fast.kernels import regulation
+
+    unspecialised = {p.name for p in regulation._regulate_kernel.params if p.do_not_specialize}
+    assert unspecialised == {"seed"}

@@ -51,7 +51,10 @@ def _head_logits(x_ptr, w_ptr, bias_ptr, c, C, D: tl.constexpr, BLOCK_U: tl.cons
     return tl.where(valid[None, :], acc + bias[None, :], float("-inf"))
 
 
-@triton.jit
+# The MC seed changes every step. Triton specialises integer arguments on divisibility by 16,
+# so without this a seed that happens to be a multiple of 16 builds the kernel a second time,
+# a one-off stall of about 2.5 s (seen as one slow repetition in `sefar bench` on the H200).
+@triton.jit(do_not_specialize=["seed"])
 def _regulate_kernel(
     feat_ptr, w_ptr, bias_ptr, mean_ptr, std_ptr, label_ptr, stats_ptr, masks_ptr, scratch_ptr,
     seed, B, U, inv_u, inv_dof, p_drop, keep_scale, threshold,
