@@ -102,6 +102,9 @@ class OptimConfig:
     weight_decay: float = 1e-3
     milestones: list[float] = field(default_factory=lambda: [25 / 30, 28 / 30])  # fractions of the run
     lr_factors: list[float] = field(default_factory=lambda: [0.1, 0.01])
+    # linear lr warm-up from 0 over this many (fractional) epochs; 0 = none (the paper has none).
+    # Not method.warmup_epochs, the supervised-only epochs before the teacher exists.
+    lr_warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -360,6 +363,8 @@ def validate(cfg: Config) -> None:
         raise SefarError("run.keep and run.ckpt_every_steps must be >= 0 and run.log_every >= 1")
     if len(o.milestones) != len(o.lr_factors):
         raise SefarError("optim.milestones and optim.lr_factors must have the same length")
+    if not (0 <= o.lr_warmup_epochs < o.epochs):
+        raise SefarError(f"optim.lr_warmup_epochs {o.lr_warmup_epochs} must be in [0, epochs={o.epochs})")
 
 
 def eval_views(cfg: Config) -> tuple[int, int]:

@@ -1,9 +1,13 @@
-"""Learning-rate steps, linear scaling, milestone scaling and the xi ramp at hand-computed points."""
+"""Learning-rate steps, linear scaling, milestone scaling, the lr warm-up and the xi ramp at
+hand-computed points; the warm-up also as a training run applies it."""
 
+import json
 import math
 
 import pytest
 
+from cli_runner import run_cli
+from sefar_fast.errors import SefarError
 from sefar_fast.train.schedule import lr_at, scaled_lr, scaled_milestones, xi
 
 
@@ -41,3 +45,35 @@ def test_xi_ramp():
     assert xi(0, 0, 4) == pytest.approx(math.sin(math.pi / 8))
     values = [xi(e, 5, 30) for e in range(5, 30)]
     assert all(a < b for a, b in zip(values, values[1:]))
+
+
+def test_lr_warmup_ramps_linearly_then_hands_over_to_the_steps():
+    cases = [(0.0, 0.0), (0.5, 0.001), (1.25, 0.0025), (3.999, 0.007998), (4.0, 0.008), (10.0, 0.008),
+             (25.0, 0.0008)]
+    for epoch, lr in cases:
+        assert lr_at(epoch, 0.008, [25, 28], warmup=4) == pytest.approx(lr)
+    assert lr_at(1.0, 0.008, [0.5], [0.1], warmup=2) == pytest.approx(0.008 * 0.5 * 0.1)  # both apply
+    assert lr_at(0.0, 0.008, [25, 28], warmup=0) == pytest.approx(0.008)  # none by default
+
+
+def test_training_applies_the_lr_warmup_per_step(synth_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    out = tmp_path / "run"
+    code, err = run_cli(["train", "--method", "supervised", "--arch", "vit-test", "-b", "2", "--epochs", "2",
+                         "--device", "cpu", "--label-rate", "0.5", "--out", out, "data.synth_clips_per_class=4",
+                         "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "eval.views=1x1",
+                         "run.log_every=1", "optim.lr=0.032", "optim.lr_warmup_epochs=1",
+                         "optim.milestones=[]", "optim.lr_factors=[]"], monkeypatch, capsys)
+    assert code == 0, err
+    steps = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    first = [r["lr"] for r in steps if r["epoch"] == 1]
+    second = [r["lr"] for r in steps if r["epoch"] == 2]
+    base = 0.032 * 2 / 64  # optim.lr is for 64 labeled clips per step, scaled to the batch of 2
+    n = len(first)
+    assert n >= 2 and first == pytest.approx([base * k / n for k in range(n)])
+    assert second == pytest.approx([base] * len(second))
+
+
+def test_lr_warmup_longer_than_the_run_is_refused(monkeypatch, capsys):
+    code, err = run_cli(["train", "--method", "supervised", "--epochs", "3", "optim.lr_warmup_epochs=3"], monkeypatch, capsys)
+    assert code != 0 and "optim.lr_warmup_epochs 3" in err and len(err.strip().splitlines()) == 1

@@ -254,7 +254,8 @@ class Trainer:
         from sefar_fast.train.schedule import lr_at
 
         o = self.cfg.optim
-        return lr_at(epoch_float, self.base_lr(), [f * o.epochs for f in o.milestones], o.lr_factors)
+        return lr_at(epoch_float, self.base_lr(), [f * o.epochs for f in o.milestones], o.lr_factors,
+                     o.lr_warmup_epochs)
 
     def run(self) -> dict[str, Any]:
         try:

@@ -4,6 +4,9 @@ Learning rate: SGD lr 0.005 for an effective labeled batch of 64 (the released
 code's 64 labeled + 192 unlabeled per optimizer step), scaled linearly with the
 effective labeled batch; step decays x0.1 at epoch 25 and x0.01 at epoch 28 of 30,
 set every iteration from the fractional epoch (epoch 25.0 is already decayed).
+An optional linear warm-up (`warmup` epochs, none by default) multiplies the rate by
+epoch / warmup before that, so the first step has lr 0, as in transformers' and torchtune's
+warm-up schedules; it matters for models trained from scratch with AdamW.
 Shorter or longer runs keep the decays at the same fractions of the run:
 `scaled_milestones(epochs)` = [round(epochs * 25/30), round(epochs * 28/30)]
 (Python's round, half to even; e.g. 10 epochs -> [8, 9], 3 epochs -> [2, 3]).
@@ -33,13 +36,16 @@ def scaled_milestones(epochs: int, fractions: Sequence[float] = DEFAULT_MILESTON
 
 
 def lr_at(
-    epoch: float, lr: float, milestones: Sequence[float], factors: Sequence[float] = DEFAULT_LR_FACTORS
+    epoch: float, lr: float, milestones: Sequence[float], factors: Sequence[float] = DEFAULT_LR_FACTORS,
+    warmup: float = 0.0,
 ) -> float:
-    """lr times factors[i - 1] once `epoch` (fractional) has reached milestone i (milestones ascending)."""
+    """lr times factors[i - 1] once `epoch` (fractional) has reached milestone i (milestones ascending),
+    times epoch / warmup while `epoch` < `warmup`."""
     if len(milestones) != len(factors):
         raise ValueError(f"{len(milestones)} milestones but {len(factors)} factors")
     passed = sum(1 for m in milestones if epoch >= m)
-    return lr * (factors[passed - 1] if passed else 1.0)
+    ramp = epoch / warmup if epoch < warmup else 1.0
+    return lr * ramp * (factors[passed - 1] if passed else 1.0)
 
 
 def xi(epoch: int, warmup_epochs: int, epochs: int) -> float:
