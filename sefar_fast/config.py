@@ -364,7 +364,8 @@ def validate(cfg: Config) -> None:
     if len(o.milestones) != len(o.lr_factors):
         raise SefarError("optim.milestones and optim.lr_factors must have the same length")
     if not (0 <= o.lr_warmup_epochs < o.epochs):
-        raise SefarError(f"optim.lr_warmup_epochs {o.lr_warmup_epochs} must be in [0, epochs={o.epochs})")
+        raise SefarError(f"optim.lr_warmup_epochs {o.lr_warmup_epochs} must be in [0, epochs={o.epochs}): "
+                         "lower it or raise --epochs")
 
 
 def eval_views(cfg: Config) -> tuple[int, int]:

@@ -6,7 +6,8 @@ effective labeled batch; step decays x0.1 at epoch 25 and x0.01 at epoch 28 of 3
 set every iteration from the fractional epoch (epoch 25.0 is already decayed).
 An optional linear warm-up (`warmup` epochs, none by default) multiplies the rate by
 epoch / warmup before that, so the first step has lr 0, as in transformers' and torchtune's
-warm-up schedules; it matters for models trained from scratch with AdamW.
+warm-up schedules (the usual remedy for transformers trained from scratch with AdamW; on the
+synth data it did not shorten the start, docs/results.md).
 Shorter or longer runs keep the decays at the same fractions of the run:
 `scaled_milestones(epochs)` = [round(epochs * 25/30), round(epochs * 28/30)]
 (Python's round, half to even; e.g. 10 epochs -> [8, 9], 3 epochs -> [2, 3]).
