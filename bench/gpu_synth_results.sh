@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu_synth_results.sh start [COMMON ARGS...]   # launch, then watch until done or WATCH_S
 #   bash bench/gpu_synth_results.sh watch                    # a later call on the same warm machine
+#   bash bench/gpu_synth_results.sh stop                     # end the runs (to free the GPU), pack them
 #
 # The runs outlive one device call (they start in their own process session), so a second
 # `watch` call within the machine's warm window picks them up. Each call ends by packing every
@@ -57,6 +58,14 @@ if [ "$mode" = start ]; then
         setsid nohup python3 bench/synth_results.py --rows $ROWS --seeds $rest \
             --jobs $(( n_rows * (n_seeds - 1) )) --out "$RUNS" -- "$@" > "$RUNS/driver-rest.log" 2>&1 < /dev/null &
     fi
+fi
+
+if [ "$mode" = stop ]; then
+    # Bracketed first letters: the patterns must not match this script's own command line.
+    pkill -f "[b]ench/synth_results.py"
+    pkill -f "[s]efar[^ ]* train .*--out $RUNS/"     # the console script or python -m sefar_fast
+    sleep 3
+    WATCH_S=0
 fi
 
 # Watch: one line per run every 30 s (epoch reached, latest val top-1), until all are done.
