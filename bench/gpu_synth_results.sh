@@ -12,8 +12,8 @@
 # start STAGGER_S later and reuse its compiled kernels from inductor's cache.
 #
 # Measured on an H200 (2026-11-28), nine runs of 300 epochs side by side: the supervised rows end
-# in about 520 s, but SeFAR's semi-supervised epochs take about 5 s each (2.4 steps/s per run), so
-# three SeFAR runs of 180 semi-supervised epochs need about 15 minutes on their own.
+# in about 520 s, but SeFAR's semi-supervised epochs take about 5 s each (2.4 steps/s per run): at
+# that rate a 180-epoch semi-supervised phase takes 15 minutes, a whole session's device time.
 #
 # Env: ROWS (default "sefar supervised supervised100"), SEEDS (default "0 1 2"),
 #      RUNS (default /tmp/synth-runs), WATCH_S (default 540), STAGGER_S (default 60).
