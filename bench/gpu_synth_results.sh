@@ -28,16 +28,13 @@ SEEDS=${SEEDS:-0 1 2}
 WATCH_S=${WATCH_S:-540}
 STAGGER_S=${STAGGER_S:-60}
 START=$(date +%s)
-mkdir -p "$OUT" "$RUNS" /tmp/bin
+mkdir -p "$OUT" "$RUNS"
 
-# The package from this checkout; `sefar` on PATH for the driver's subprocesses.
+# The package from this checkout (the driver runs `python -m sefar_fast`).
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SEFAR_CACHE=${SEFAR_CACHE:-/tmp/sefar-cache}
 export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2}  # nine compiles share 16 cores
 unset TRITON_INTERPRET
-printf '#!/bin/sh\nexec python3 -m sefar_fast "$@"\n' > /tmp/bin/sefar
-chmod +x /tmp/bin/sefar
-export PATH="/tmp/bin:$PATH"
 
 n_seeds=$(wc -w <<< "$SEEDS")
 n_rows=$(wc -w <<< "$ROWS")
@@ -63,7 +60,7 @@ fi
 if [ "$mode" = stop ]; then
     # Bracketed first letters: the patterns must not match this script's own command line.
     pkill -f "[b]ench/synth_results.py"
-    pkill -f "[s]efar[^ ]* train .*--out $RUNS/"     # the console script or python -m sefar_fast
+    pkill -f "[s]efar_fast train .*--out $RUNS/"
     sleep 3
     WATCH_S=0
 fi

@@ -93,7 +93,8 @@ def run_rows(rows, seeds, out_root: Path, common: list[str], jobs: int = 1) -> N
 
     def launch(cmd: list[str]) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        # this interpreter's package, so no `sefar` script need be on PATH (the GPU machine has none)
+        subprocess.run([sys.executable, "-m", "sefar_fast", *cmd[1:]], check=True, stdout=subprocess.DEVNULL, env=env)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in [pool.submit(launch, cmd) for cmd in todo]:
