@@ -129,7 +129,7 @@ def copy_bandwidth(torch, device, timer) -> float:
 
 def source_bytes(torch, frames, params) -> int:
     """Source bytes inside each view's sampled span, once per distinct source frame of a clip."""
-    from sefar_fast.train.views import _axis_taps
+    from sefar_fast.ops.views import _axis_taps
 
     b, k, h0, w0, _ = frames.shape
     box = params.box.float().cpu()
@@ -153,10 +153,14 @@ def record(seconds_kernel, seconds_call, seconds_ref, nbytes, copy_bps, max_err)
 
 
 def bench_views(torch, np, args, device, timer, copy_bps, dtype) -> dict:
-    from sefar_fast.kernels.views import (build_strong_mixed_triton, build_views_triton, prepare_strong_mixed,
-                                          prepare_views)
-    from sefar_fast.train import views as ref
-    from sefar_fast.train.mixing import draw_mix
+    from sefar_fast.kernels.views import (
+        build_strong_mixed_triton,
+        build_views_triton,
+        prepare_strong_mixed,
+        prepare_views,
+    )
+    from sefar_fast.ops import views as ref
+    from sefar_fast.ops.mixing import draw_mix
 
     rng = np.random.default_rng(0)
     b, k = args.batch, sum(args.elements)
@@ -209,7 +213,7 @@ def bench_views(torch, np, args, device, timer, copy_bps, dtype) -> dict:
 
 def bench_regulation(torch, args, device, timer, copy_bps) -> dict:
     from sefar_fast.kernels.regulation import regulate_head_triton
-    from sefar_fast.train.regulation import regulate
+    from sefar_fast.ops.regulation import regulate
 
     g = torch.Generator(device=device).manual_seed(0)
     b, c, d, u = args.batch, args.classes, 256, args.samples

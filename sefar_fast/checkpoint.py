@@ -7,94 +7,24 @@ metrics) as JSON strings, so `sefar eval` rebuilds the model from the file alone
 optimizer, step counters, RNG states, loader positions. The trainer pairs the two
 through a `checkpoint_id` in both (`train.checkpoints`).
 
-Every file is written to a temporary name in the same folder, flushed to disk and
-renamed over the target, so a crash at any moment leaves the previous good file.
-
-Test hook: SEFAR_TEST_HANG_IN_WRITE=<file name>:<n> makes the n-th write of that file
-in this process stop after the temporary is complete but before the rename: it
-creates `<target>.hang` and sleeps, so a test can kill the process mid-write.
+Every file is written atomically (`sefar_fast.io.atomic_write`), so a crash at any
+moment leaves the previous good file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write
 
 FORMAT = "sefar-checkpoint-1"
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _hang_for_tests(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-_WRITES: dict[str, int] = {}
-
-
-def _hang_for_tests(path: Path) -> None:
-    spec = os.environ.get("SEFAR_TEST_HANG_IN_WRITE")
-    if not spec:
-        return
-    name, _, nth = spec.rpartition(":")
-    if path.name != name:
-        return
-    _WRITES[name] = _WRITES.get(name, 0) + 1
-    if _WRITES[name] == int(nth):
-        Path(f"{path}.hang").write_text(str(os.getpid()))
-        while True:
-            time.sleep(60)
-
-
-def link_or_copy(src: str | Path, dst: str | Path) -> None:
-    """Make `dst` hold `src`'s bytes, atomically: a hard link when the file system allows, else a copy.
-
-    A hard link costs no I/O; it stays valid because checkpoints are only ever replaced by
-    rename, never rewritten in place."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(dst.parent)
 
 
 def save_weights(
@@ -131,8 +61,6 @@ def load_weights(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise SefarError(f"checkpoint {path} does not exist (look in runs/<run>/ for best.safetensors)")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
         tensors = load_file(str(path))
@@ -153,8 +81,6 @@ def load_weights(path: str | Path) -> Checkpoint:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of a sefar checkpoint, without reading its tensors."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise SefarError(f"checkpoint {path} does not exist")

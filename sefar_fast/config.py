@@ -25,12 +25,13 @@ from typing import Any
 import yaml
 
 from sefar_fast.errors import SefarError
+from sefar_fast.models.sizes import ARCHS
+from sefar_fast.ops.losses import MIX_LOSSES
+from sefar_fast.ops.regulation import REGULATIONS
+from sefar_fast.ops.views import PERTURBS
 
 METHODS = ("sefar", "supervised", "fixmatch")
-PERTURBS = ("mod", "none", "all-reverse", "all-shuffle", "local-shuffle", "warp", "t-drop", "t-half")
-REGULATIONS = ("adaptive", "threshold", "none")
 TEACHER_MC = ("head", "full")
-MIX_LOSSES = ("mse", "soft-ce")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")
 PROTOCOLS = ("multiview", "reference")
@@ -317,8 +318,6 @@ def _choice(where: str, value: str, choices) -> None:
 
 
 def validate(cfg: Config) -> None:
-    from sefar_fast.models.sizes import ARCHS
-
     m, d, o = cfg.method, cfg.data, cfg.optim
     _choice("method", m.name, METHODS)
     _choice("perturb", m.perturb, PERTURBS)

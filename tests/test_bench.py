@@ -4,7 +4,7 @@ Equality of the two iterations on the CPU in float32 (fast path without autocast
 no compile, drop_path 0): the only randomness left is then
 - the views, tube masks and partner, drawn from the same numpy `rng` in the same order;
 - the teacher's head-dropout masks, drawn from a torch generator both paths seed
-  from the same `rng` draw (one `draw_keep_masks` call of shape [U, Bu, 256]);
+  from the same `rng` draw (`kernels.head_keep_masks`, shape [U, Bu, 256]);
 - the student's head Dropout, which draws from the global torch RNG. The fast step
   draws one mask for its single forward over [labeled; strong; mixed]; the
   reference draws three, one per forward. Seeding alike cannot make those equal,
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from sefar_fast.bench.reference import ReferenceStep
-from sefar_fast.kernels import head_keep_masks
 from sefar_fast.bench.workload import bench_config, default_settings, synthetic_batches
-from sefar_fast.train.distributed import DistInfo
+from sefar_fast.distributed import DistInfo
+from sefar_fast.kernels import head_keep_masks
+from sefar_fast.models import model_from_config
 from sefar_fast.train.ema import EmaTeacher
-from sefar_fast.train.loop import model_from_config
 from sefar_fast.train.step import TrainStep
 
 

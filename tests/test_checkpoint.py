@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sefar_fast.checkpoint import atomic_write, load_state, load_weights, save_state, save_weights
+from sefar_fast.checkpoint import load_state, load_weights, save_state, save_weights
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write
 
 
 def _sd(seed):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cli_runner import run_cli
+from test_nan import TINY
 from torch import nn
 
 from sefar_fast.checkpoint import load_weights
 from sefar_fast.train.compiling import CompiledForward, configure_inductor
-
-from cli_runner import run_cli
-from test_nan import TINY
 
 
 def _compiler_that_fails(calls: list):

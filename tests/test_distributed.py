@@ -36,7 +36,7 @@ WORKER = textwrap.dedent("""
     cfg = build_config("synth", None, flags, overrides)
     trainer = Trainer(cfg)
     result = trainer.run()
-    torch.save({"student": trainer.model.state_dict(), "teacher": trainer.teacher.state_dict(),
+    torch.save({"student": trainer.state.model.state_dict(), "teacher": trainer.state.teacher.state_dict(),
                 "val": result["last"]}, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
 """)
 
@@ -74,7 +74,7 @@ def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth
         result = single.run()
     finally:
         torch.set_num_threads(threads)
-    for part, module in (("student", single.model), ("teacher", single.teacher.module)):
+    for part, module in (("student", single.state.model), ("teacher", single.state.teacher.module)):
         for k, v in module.state_dict().items():
             # Bit for bit: halving is exact in floating point, so sum-then-halve (all-reduce) and
             # halve-then-sum (accumulation with loss x 1/2) give the same gradients.

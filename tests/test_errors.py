@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_runner import run_cli as run_sefar
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"

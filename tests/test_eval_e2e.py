@@ -23,8 +23,14 @@ from typer.testing import CliRunner
 from sefar_fast.checkpoint import load_weights
 from sefar_fast.cli.app import app
 from sefar_fast.errors import SefarError
-from sefar_fast.eval.evaluate import (REFERENCE_LABEL, evaluate_checkpoint, load_model, open_checkpoint_data,
-                                      score_views, view_batches)
+from sefar_fast.eval.evaluate import (
+    REFERENCE_LABEL,
+    evaluate_checkpoint,
+    load_model,
+    open_checkpoint_data,
+    score_views,
+    view_batches,
+)
 
 LETTERS = "ABCD"
 

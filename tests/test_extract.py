@@ -3,7 +3,6 @@ accuracy training recorded, and for a clip's fused feature computed by hand from
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner

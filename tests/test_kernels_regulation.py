@@ -1,4 +1,4 @@
-"""Regulation kernel against `train.regulation.regulate` fed the same dropout masks; the Philox masks.
+"""Regulation kernel against `ops.regulation.regulate` fed the same dropout masks; the Philox masks.
 
 As in test_kernels_views, the Triton kernel runs under TRITON_INTERPRET=1 in a child
 process (this file run as a script) so that the pytest process never imports triton.
@@ -15,7 +15,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from interpreted import needs_triton, run_interpreted
 
 D = 256  # the fused feature width (models.sefar_net.FUSION_DIM)
@@ -42,8 +41,8 @@ def _inputs(case, seed):
 
 
 def _reference(feat, weight, bias, masks, mode, threshold):
-    """train.regulation.regulate on the softmaxes of the head with the given masks [U, B, D]."""
-    from sefar_fast.train.regulation import regulate
+    """ops.regulation.regulate on the softmaxes of the head with the given masks [U, B, D]."""
+    from sefar_fast.ops.regulation import regulate
 
     logits = (feat[None] * masks) @ weight.T + (0.0 if bias is None else bias)
     return regulate(torch.softmax(logits, dim=-1), mode=mode, threshold=threshold)

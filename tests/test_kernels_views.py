@@ -1,4 +1,4 @@
-"""View kernels against the torch reference (`train.views`), and the view dispatchers.
+"""View kernels against the torch reference (`ops.views`), and the view dispatchers.
 
 The Triton kernels run on the CPU under TRITON_INTERPRET=1. Triton decides between
 interpreter and compiler when it is imported, so the interpreted checks run in a
@@ -18,7 +18,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from interpreted import needs_triton, run_interpreted
 
 MEAN, STD = [0.45, 0.40, 0.50], [0.225, 0.30, 0.20]
@@ -42,8 +41,8 @@ EVAL_CASES = list(CASES)[:3]  # spatial views 0, 1, 2 of 3; landscape and portra
 
 
 def _inputs(case, seed):
-    from sefar_fast.train import views as ref
-    from sefar_fast.train.mixing import tube_masks
+    from sefar_fast.ops import views as ref
+    from sefar_fast.ops.mixing import tube_masks
 
     batch, elements, (h0, w0), size, patch, perturb, _, box_style = case
     rng = np.random.default_rng(seed)
@@ -77,7 +76,7 @@ def _error(out, want, dtype):
 
 def _run_view_cases() -> dict:
     from sefar_fast import kernels
-    from sefar_fast.train import views as ref
+    from sefar_fast.ops import views as ref
 
     assert kernels.kernel_backend("cpu") == "triton"
     results = {}
@@ -122,7 +121,7 @@ def interpreted():
 
 
 def test_cases_cover_every_element_combo_and_perturbation():
-    from sefar_fast.train.views import PERTURBS
+    from sefar_fast.ops.views import PERTURBS
 
     assert {tuple(c[1]) for c in CASES.values()} == {tuple(e) for e in ELEMENT_COMBOS}
     assert {c[5] for c in CASES.values()} == set(PERTURBS)
@@ -142,7 +141,7 @@ def test_triton_matches_reference(interpreted, kind, name):
 
 def test_auto_backend_on_cpu_is_the_reference(monkeypatch):
     from sefar_fast import kernels
-    from sefar_fast.train import views as ref
+    from sefar_fast.ops import views as ref
 
     monkeypatch.delenv("SEFAR_KERNELS", raising=False)
     assert kernels.kernel_backend("cpu") == "torch"
@@ -172,7 +171,7 @@ def test_torch_strong_mixed_shows_own_patches_and_the_partners_clean_view(monkey
     """Hand-checked property: per patch, the mixed clip is either its own dropped view or the
     partner's view rebuilt from the partner's frames without channel dropout."""
     from sefar_fast import kernels
-    from sefar_fast.train import views as ref
+    from sefar_fast.ops import views as ref
 
     monkeypatch.setenv("SEFAR_KERNELS", "torch")
     batch, elements, _, size, patch = CASES["b3-all-shuffle"][:5]
@@ -194,7 +193,7 @@ def test_torch_strong_mixed_shows_own_patches_and_the_partners_clean_view(monkey
 
 def _one_clean_view(params, b):
     """Sample b's view parameters alone, without channel dropout."""
-    from sefar_fast.train.views import ViewParams
+    from sefar_fast.ops.views import ViewParams
 
     return ViewParams(params.box[b:b + 1], params.flip[b:b + 1], params.order[b:b + 1], torch.ones(1, 3),
                       params.out_size)

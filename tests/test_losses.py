@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sefar_fast.errors import SefarError
-from sefar_fast.train.losses import combine, mix_loss, supervised_loss, unlabeled_loss
+from sefar_fast.ops.losses import combine, mix_loss, supervised_loss, unlabeled_loss
 
 
 def test_supervised_cross_entropy_by_hand():

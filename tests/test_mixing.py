@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sefar_fast.train.mixing import draw_mix, kept_patches, mix_targets, tube_masks
+from sefar_fast.ops.mixing import draw_mix, kept_patches, mix_targets, tube_masks
 
 ELEMENTS = [2, 2, 4]
 

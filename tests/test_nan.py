@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
+from cli_runner import run_cli
 from torch import nn
 
 from sefar_fast.checkpoint import load_weights
 from sefar_fast.train.ema import EmaTeacher
 from sefar_fast.train.guard import all_finite, guarded_update
-
-from cli_runner import run_cli
 
 TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "1", "--device", "cpu", "--method", "supervised",
         "data.synth_clips_per_class=4", "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sefar_fast.errors import SefarError
-from sefar_fast.train.regulation import head_dropout_masks, mc_full_probs, mc_head_probs, regulate
+from sefar_fast.ops.regulation import regulate
 
 
 def numpy_regulation(probs):
@@ -91,51 +91,3 @@ def test_weights_carry_no_gradient():
     logits = torch.randn(5, 3, 4, requires_grad=True)
     reg = regulate(logits.softmax(-1))
     assert not reg.eta.requires_grad and not reg.mean.requires_grad
-
-
-# ----------------------------------------------------------------------------- MC sampling
-
-
-class TinyHead(torch.nn.Module):
-    def __init__(self, d=8, c=5):
-        super().__init__()
-        self.fc = torch.nn.Linear(d, c)
-
-    def forward(self, feat, keep_mask):
-        return self.fc(feat * keep_mask)
-
-
-def test_head_masks_are_dropout_scales():
-    g = torch.Generator().manual_seed(0)
-    m = head_dropout_masks(10, 40, 256, g, p=0.5)
-    assert m.shape == (10, 40, 256) and set(m.unique().tolist()) == {0.0, 2.0}
-    assert (m == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
-    assert set(head_dropout_masks(2, 3, 4, g, p=0.0).unique().tolist()) == {1.0}
-    with pytest.raises(SefarError):
-        head_dropout_masks(2, 3, 4, g, p=1.0)
-
-
-def test_head_mode_equals_full_reruns_with_the_same_masks():
-    torch.manual_seed(0)
-    head = TinyHead()
-    backbone = torch.nn.Linear(6, 8)
-    x = torch.randn(4, 6)
-    calls = []
-
-    def features():
-        calls.append(1)
-        return backbone(x)
-
-    head_probs = mc_head_probs(head, backbone(x), 10, torch.Generator().manual_seed(5))
-    full_probs = mc_full_probs(features, head, 10, torch.Generator().manual_seed(5))
-    assert len(calls) == 10
-    assert head_probs.shape == (10, 4, 5)
-    assert torch.allclose(head_probs, full_probs, atol=1e-6)
-    # An explicit loop over the masks gives the same thing again.
-    masks = head_dropout_masks(10, 4, 8, torch.Generator().manual_seed(5))
-    loop = torch.stack([head(backbone(x), masks[u]).softmax(-1) for u in range(10)])
-    assert torch.allclose(head_probs, loop, atol=1e-6)
-    # The U samples differ (dropout is on) and another seed gives other samples.
-    assert not torch.allclose(head_probs[0], head_probs[1])
-    other = mc_head_probs(head, backbone(x), 10, torch.Generator().manual_seed(6))
-    assert not torch.allclose(head_probs, other)

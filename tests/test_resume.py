@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli
 
 from sefar_fast.checkpoint import load_state, load_weights, read_metadata
-
-from cli_runner import run_cli
 
 TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "--keep", "1",
         "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",

@@ -5,10 +5,9 @@ import json
 import math
 
 import pytest
-
 from cli_runner import run_cli
-from sefar_fast.errors import SefarError
-from sefar_fast.train.schedule import lr_at, scaled_lr, scaled_milestones, xi
+
+from sefar_fast.train.schedule import lr_at, milestone_epochs, scaled_lr, xi
 
 
 def test_lr_steps_at_25_and_28_of_30():
@@ -28,12 +27,11 @@ def test_linear_scaling_with_the_effective_labeled_batch():
 
 
 def test_milestones_scale_with_the_run_length():
-    assert scaled_milestones(30) == [25, 28]
-    assert scaled_milestones(60) == [50, 56]
-    assert scaled_milestones(10) == [8, 9]
-    assert scaled_milestones(12) == [10, 11]
-    assert scaled_milestones(3) == [2, 3]  # 2.5 rounds half to even
-    assert scaled_milestones(20, [0.5]) == [10]
+    assert milestone_epochs(30) == pytest.approx([25, 28])
+    assert milestone_epochs(60) == pytest.approx([50, 56])
+    assert milestone_epochs(10) == pytest.approx([25 / 3, 28 / 3])  # fractional: decays mid-epoch
+    assert milestone_epochs(52, [0.9, 0.97]) == pytest.approx([46.8, 50.44])  # the synth preset
+    assert milestone_epochs(20, [0.5]) == pytest.approx([10])
 
 
 def test_xi_ramp():

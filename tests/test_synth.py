@@ -1,8 +1,8 @@
 """The synthetic gymnastics set: determinism, exact time-reversal pairs, class semantics, splits, caching."""
 
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +10,14 @@ import pytest
 from sefar_fast.data import synth
 from sefar_fast.data.store import ClipStore
 from sefar_fast.data.synth import (
-    MOVES, REVERSAL_PAIRS, SYNTH_CLASSES, ensure_synth, render, reverse_params, synth_clips, synth_params,
+    MOVES,
+    REVERSAL_PAIRS,
+    SYNTH_CLASSES,
+    ensure_synth,
+    render,
+    reverse_params,
+    synth_clips,
+    synth_params,
 )
 
 
@@ -245,11 +252,17 @@ def test_interrupted_generation_is_never_reused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
-def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    """One rule for every cache (synth stores, prepared stores, video indexes): $SEFAR_CACHE when set
+    and not empty, else ~/.cache/sefar."""
+    from sefar_fast.io import cache_root
+
     monkeypatch.setenv("SEFAR_CACHE", str(tmp_path / "c"))
-    assert synth.default_cache_dir() == tmp_path / "c"
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.setenv("SEFAR_CACHE", "")
+    assert cache_root() == Path.home() / ".cache" / "sefar"
     monkeypatch.delenv("SEFAR_CACHE")
-    assert synth.default_cache_dir() == synth.Path.home() / ".cache" / "sefar"
+    assert cache_root() == Path.home() / ".cache" / "sefar"
 
 
 def test_bad_settings_raise_clear_errors(tmp_path):

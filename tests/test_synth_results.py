@@ -20,8 +20,9 @@ def synth_results():
 
 def _trained_steps(cmd: list[str], tmp_path, monkeypatch, capsys) -> int:
     """Optimizer steps of the run `cmd` would start, as `sefar train` resolves its arguments."""
-    import sefar_fast.train.loop as loop
     from cli_runner import run_cli
+
+    import sefar_fast.train.loop as loop
 
     seen = {}
     monkeypatch.setattr(loop, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg) and {})

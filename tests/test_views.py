@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sefar_fast.errors import SefarError
-from sefar_fast.train.views import (
+from sefar_fast.ops.views import (
     PERTURBS,
     ViewParams,
     build_views,

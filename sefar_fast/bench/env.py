@@ -11,6 +11,7 @@ date: ``<card>-<date>-<what>.json`` (e.g. ``nvidia-h100-80gb-hbm3-2026-11-30-ben
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -19,6 +20,8 @@ import sys
 from importlib import metadata
 
 import torch
+
+import sefar_fast
 
 
 def _dist_version(*names: str) -> str | None:
@@ -86,8 +89,6 @@ def result_stem(device: torch.device) -> str:
 
 def environment(device: torch.device) -> dict:
     """Card, driver and versions, as flat plainly named fields."""
-    import sefar_fast
-
     cuda = device.type == "cuda"
     props = torch.cuda.get_device_properties(device) if cuda else None
     return {
@@ -110,8 +111,6 @@ def environment(device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
-
     argv = sys.argv[1:] if argv is None else argv
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if "--stem" in argv:

@@ -27,7 +27,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from sefar_fast import kernels
 from sefar_fast.errors import SefarError
+from sefar_fast.ops import losses
+from sefar_fast.ops.mixing import draw_mix, mix_targets
+from sefar_fast.ops.regulation import regulate
+from sefar_fast.ops.views import build_views, draw_view_params, mix_views
+from sefar_fast.train.ema import decay_for
 
 
 class ReferenceStep:
@@ -43,8 +49,6 @@ class ReferenceStep:
 
     def _views(self, frames: torch.Tensor, kind: str, rng: np.random.Generator, *, flip=None):
         """(float32 view without channel dropout, its parameters)."""
-        from sefar_fast.train.views import build_views, draw_view_params
-
         m, d = self.cfg.method, self.cfg.data
         params = draw_view_params(frames.shape[0], m.elements, self.frame_hw, d.crop, kind, rng,
                                   scale_range=tuple(d.scale_range), ref_short=self.ref_short, flip=flip,
@@ -55,8 +59,6 @@ class ReferenceStep:
     @torch.no_grad()
     def teacher_probs(self, teacher, x_weak: torch.Tensor, seed: int) -> torch.Tensor:
         """[U, Bu, C]: U full teacher forwards, each with its own head-dropout mask."""
-        from sefar_fast import kernels
-
         net = teacher.module
         u = self.cfg.method.mc_samples
         keep = kernels.head_keep_masks(seed, u, x_weak.shape[0], net.head.classifier.in_features,
@@ -66,11 +68,6 @@ class ReferenceStep:
 
     def micro_step(self, lab: dict, unl: dict, teacher, xi: float, rng: np.random.Generator) -> dict:
         """Forward and backward of one SeFAR iteration; returns the loss terms and regulation (detached)."""
-        from sefar_fast.train import losses
-        from sefar_fast.train.mixing import draw_mix, mix_targets
-        from sefar_fast.train.regulation import regulate
-        from sefar_fast.train.views import mix_views
-
         m = self.cfg.method
         x_l, _ = self._views(lab["frames"][:, 0], "weak", rng, flip=True)
         frames_u = unl["frames"]
@@ -105,8 +102,6 @@ class ReferenceStep:
 
     def optimizer_step(self, optimizer, teacher) -> None:
         """SGD step, then the EMA entry by entry, with the trainer's decay per labeled clip."""
-        from sefar_fast.train.ema import decay_for
-
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         decay = decay_for(self.cfg.optim.batch_size * self.cfg.optim.accum_steps, self.cfg.method.ema_decay)

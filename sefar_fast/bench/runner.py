@@ -14,15 +14,19 @@ others still run, so one broken part never hides the rest of a GPU session.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import time
 import traceback
 
 import torch
+from rich.table import Table
 
 from sefar_fast.bench import sections as bench_sections
 from sefar_fast.bench.env import environment
 from sefar_fast.bench.workload import SECTIONS, default_settings, resolve_device
+from sefar_fast.console import console, err_console
 from sefar_fast.errors import SefarError
 
 SCHEMA = "sefar-bench/1"
@@ -48,7 +52,6 @@ def run_bench(sections: list[str] | None = None, arch: str | None = None, batch:
     finally:
         torch.set_num_threads(threads)
     if show:
-        from sefar_fast.cli.progress import console
 
         console.print(bench_table(record))
     return record
@@ -83,8 +86,6 @@ def _run(s, chosen: list[str], show: bool) -> dict:
 
 
 def _run_section(name: str, fn, show: bool) -> dict:
-    from sefar_fast.cli.progress import err_console
-
     if show:
         err_console.print(f"[dim]bench: {name} ...[/]")
     t0 = time.perf_counter()
@@ -181,8 +182,6 @@ def table_rows(record: dict) -> list[tuple[str, str, str]]:
 
 
 def bench_table(record: dict):
-    from rich.table import Table
-
     st = record["settings"]
     k = sum(st["elements"])
     flags = ("bf16" if st["amp"] else "fp32") + (", compile" if st["compile"] else "")
@@ -200,9 +199,6 @@ def bench_table(record: dict):
 
 # ----------------------------------------------------------------------------- python -m
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
     p = argparse.ArgumentParser(prog="python -m sefar_fast.bench.runner", description=__doc__.splitlines()[0])
     p.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default all)")
     p.add_argument("--arch")

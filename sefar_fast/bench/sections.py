@@ -24,7 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sefar_fast.bench.timing import matmul_peak_tflops, peak_memory_gib, synchronize, time_calls
+from sefar_fast.bench.reference import ReferenceStep
+from sefar_fast.bench.timing import (
+    matmul_peak_tflops,
+    peak_memory_gib,
+    synchronize,
+    time_calls,
+)
 from sefar_fast.bench.workload import (
     BenchSettings,
     bench_config,
@@ -33,6 +39,11 @@ from sefar_fast.bench.workload import (
     sgd,
     synthetic_batches,
 )
+from sefar_fast.data.bench import bench_data, synthetic_store
+from sefar_fast.distributed import DistInfo
+from sefar_fast.models.sizes import count_flops
+from sefar_fast.train.ema import EmaTeacher
+from sefar_fast.train.step import TrainStep
 
 XI = 1.0  # the semi-supervised weight at the end of the ramp: every loss term counts
 
@@ -57,9 +68,6 @@ class Shared:
     """The student and the trainer step (compiled when the settings say so) of one benchmark run."""
 
     def __init__(self, s: BenchSettings):
-        from sefar_fast.train.distributed import DistInfo
-        from sefar_fast.train.step import TrainStep
-
         self.s, self.cfg = s, bench_config(s)
         self.student = build_student(self.cfg, s)
         self.make_step = lambda compile: TrainStep(self.cfg, self.student, s.device, s.amp, compile, DistInfo())
@@ -75,8 +83,6 @@ class Shared:
 
 # ----------------------------------------------------------------------------- data
 def data_section(s: BenchSettings) -> dict:
-    from sefar_fast.data.bench import bench_data, synthetic_store
-
     with tempfile.TemporaryDirectory(prefix="sefar-bench-") as tmp:
         root = Path(tmp) / "store"
         synthetic_store(root, clips=s.data_clips, frames=16, size=tuple(s.data_source_size), seed=s.seed)
@@ -102,8 +108,6 @@ def _train_fn(forward, x, y, optimizer, amp: bool, device: torch.device):
 
 def model_section(s: BenchSettings, shared: Shared) -> dict:
     """Student-only training and inference steps on ready-made clips [N, K, 3, S, S]."""
-    from sefar_fast.models.sizes import count_flops
-
     dev, cfg, model = s.device, shared.cfg, shared.student
     gen = torch.Generator(device=dev).manual_seed(s.seed + 1)
     n, k = s.model_batch, sum(s.elements)
@@ -165,9 +169,6 @@ class _Paths:
     """Teacher and optimizer of the fast path, and a reference-style copy of student, teacher and optimizer."""
 
     def __init__(self, s: BenchSettings, cfg, student):
-        from sefar_fast.bench.reference import ReferenceStep
-        from sefar_fast.train.ema import EmaTeacher
-
         self.s = s
         self.ref_student = reference_copy(student)
         self.teacher = EmaTeacher.create(student)
@@ -182,7 +183,7 @@ class _Paths:
 
         def run():
             step.micro_step(lab, unl, self.teacher, XI, rng(), acc)
-            step.optimizer_step(self.opt, self.teacher, acc, "skip")
+            step.optimizer_step(self.opt, self.teacher, acc)
 
         return run
 

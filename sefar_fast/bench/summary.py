@@ -21,6 +21,9 @@ import json
 import sys
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 SPEEDUP_TARGET = {"vit-b": 12.0, "vit-s": 10.0}
 MFU_TARGET = 0.45
 DATA_WAIT_TARGET = 0.10
@@ -150,9 +153,6 @@ def summary_rows(out: Path, stem: str) -> list[tuple[str, str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         raise SystemExit("usage: python -m sefar_fast.bench.summary OUT STEM")

@@ -11,6 +11,7 @@ the GPU waits for the loader. The store carries `train` (labeled), `unlabel` and
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -53,8 +54,6 @@ def write_train_store(root, *, labeled: int = 160, unlabeled: int = 96, val: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m sefar_fast.bench.train_store", description=__doc__.splitlines()[0])
     p.add_argument("root")
     p.add_argument("--labeled", type=int, default=160)

@@ -14,7 +14,7 @@ seconds; a single thread measures the code, not the neighbours.
 Batches are built like the loader's (`frames` uint8 [B, V, K, H0, W0, 3] on the
 device, `labels`, `index`), from random bytes drawn on the device: the step's
 cost does not depend on the pixel values, and no decoding is timed with it.
-Models are built the trainer's way (`train.loop.model_from_config`, same seed).
+Models are built the trainer's way (`models.model_from_config`, same seed).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sefar_fast.config import build_config
 from sefar_fast.errors import SefarError
+from sefar_fast.models import model_from_config
 
 SECTIONS = ("data", "model", "iteration", "memory")
 
@@ -109,8 +111,6 @@ def default_settings(device: torch.device, *, arch: str | None = None, batch: in
 
 def bench_config(s: BenchSettings):
     """The trainer's Config for these settings (defaults elsewhere, as `sefar train` would use)."""
-    from sefar_fast.config import build_config
-
     flags = {
         "model.arch": s.arch, "data.crop": s.crop, "data.frame_size": list(s.frame_size),
         "data.scale_range": list(s.scale_range), "optim.batch_size": s.labeled, "model.drop_path": s.drop_path,
@@ -137,8 +137,6 @@ def synthetic_batches(s: BenchSettings, labeled: int, unlabeled: int, seed: int 
 
 def build_student(cfg, s: BenchSettings):
     """The trainer's student model on the device, in train mode."""
-    from sefar_fast.train.loop import model_from_config
-
     model = model_from_config(cfg, s.num_classes).to(s.device)
     return model.train()
 

@@ -6,7 +6,9 @@
     sefar bench --quick
 
 Each command is a thin shell over a library function; a `SefarError` becomes one
-red line and exit status 2 (the traceback only with --debug).
+red line and exit status 2 (the traceback only with --debug). The commands import
+their library (and with it torch) when they run, so `sefar --help` answers at once:
+the one place in the package where imports sit inside functions on purpose.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
+
+try:
+    from typer._click import exceptions as click_errors  # typer >= 0.2x ships its own click
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as click_errors
 
 from sefar_fast import __version__
-from sefar_fast.cli.progress import console, err_console, is_main_process
+from sefar_fast.console import console, err_console, is_main_process
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write_text
 
 app = typer.Typer(
     name="sefar",
@@ -74,9 +83,7 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     if str(path) == "-":
         sys.stdout.write(text + "\n")
         return
-    from sefar_fast.checkpoint import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_text(path, text + "\n")
 
 
 # ----------------------------------------------------------------------------- train
@@ -349,14 +356,7 @@ def main() -> None:
 
     SefarError and command-line usage errors exit 2; a training run stopped by a signal
     exits 128 + signal number (130 SIGINT, 143 SIGTERM) after printing how to resume."""
-    try:
-        from typer._click import exceptions as click_errors  # typer >= 0.2x ships its own click
-    except ImportError:  # pragma: no cover - older typer on top of click
-        from click import exceptions as click_errors
-
     from sefar_fast.train.signals import Interrupted
-
-    from rich.markup import escape
 
     rank = os.environ.get("RANK", "0")
     where = "" if rank == "0" else escape(f"[rank {rank}] ")  # under torchrun every rank reports

@@ -20,9 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sefar_fast.data.adapters import SourceClip, SourceSet
+from sefar_fast.data.direct import VideoSource
 from sefar_fast.data.loader import ClipLoader
 from sefar_fast.data.store import ClipData, ClipStore
-
+from sefar_fast.errors import SefarError
 
 # codec -> (PyAV encoder, container suffix, pixel format, encoder options): quick settings, 1 s GOPs
 VIDEO_ENCODERS = {
@@ -86,10 +88,7 @@ def write_video(path, frames: np.ndarray, codec: str = "h264", rate: int = 30) -
 def synthetic_videos(folder, *, clips: int = 16, frames: int = 48, size=(256, 340), codec: str = "h264",
                      seed: int = 0):
     """Smooth random clips written as `codec` video files in `folder`; returns their adapters.SourceSet."""
-    from sefar_fast.data.adapters import SourceClip, SourceSet
-
     if codec not in VIDEO_ENCODERS:
-        from sefar_fast.errors import SefarError
 
         raise SefarError(f"no benchmark encoder for codec {codec!r}; use one of {', '.join(VIDEO_ENCODERS)}")
     folder = Path(folder)
@@ -176,8 +175,6 @@ def bench_direct_video(sources=None, *, codec: str = "h264", device="cpu", batch
     `sources`: an adapters.SourceSet to read; None writes `clips` synthetic `codec` videos of `frames`
     frames at `size` into a temporary folder first (not timed). The dict adds "codec" (the first clip's),
     "routes" (clips decoded per route: dali / pyav / images) and "source"."""
-    from sefar_fast.data.direct import VideoSource
-
     device = torch.device(device)
     with tempfile.TemporaryDirectory(prefix="sefar-bench-video-") as tmp:
         made = sources is None
@@ -236,8 +233,6 @@ def check_video_decode(device="cuda", *, batch_size: int = 8, frame_size=(224, 2
     when every mean difference is under 3 grey levels (decoders convert YUV to RGB slightly differently;
     a wrong frame or crop differs by tens) and, on a GPU, DALI decoded every clip itself.
     """
-    from sefar_fast.data.direct import VideoSource
-
     device = torch.device(device)
     out: dict = {"device": str(device)}
     ok = True

@@ -16,12 +16,19 @@ folder so the run can be reproduced.
 
 from __future__ import annotations
 
-import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
+from sefar_fast.console import progress_bar
+from sefar_fast.data.direct import open_video_source, video_spec
+from sefar_fast.data.prepare import prepare_from_spec, store_for_source
+from sefar_fast.data.splits import load_split, save_split, stratified_split
+from sefar_fast.data.store import ClipStore
+from sefar_fast.data.synth import ensure_synth
 from sefar_fast.errors import SefarError
 
 
@@ -42,8 +49,6 @@ class Dataset:
         return np.array([self.store.records[i].label for i in indices], dtype=np.int64)
 
     def describe(self):
-        from rich.table import Table
-
         t = Table(title=f"{self.name}: {self.num_classes} classes")
         t.add_column("split")
         t.add_column("clips", justify="right")
@@ -54,10 +59,6 @@ class Dataset:
 
 def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Path:
     """Path of the built-in synthetic store, generated (with a progress bar) on first use."""
-    from contextlib import ExitStack
-
-    from sefar_fast.data.synth import ensure_synth
-
     with ExitStack() as stack:
         progress = _progress_callback(stack, "generating synth data (once)")
         return Path(ensure_synth(cache_dir=cache_dir, seed=seed, clips_per_class=clips_per_class, progress=progress))
@@ -65,8 +66,6 @@ def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Pa
 
 def _progress_callback(stack, title: str):
     """A progress(done, total) callback whose bar appears on its first call."""
-    from sefar_fast.cli.progress import progress_bar
-
     bars: list = []
 
     def progress(done, total):
@@ -79,10 +78,6 @@ def _progress_callback(stack, title: str):
 
 
 def _store_root(cfg) -> Path:
-    from contextlib import ExitStack
-
-    from sefar_fast.data.prepare import store_for_source
-
     name = cfg.data.name
     if name == "synth":
         return synth_store(seed=cfg.data.synth_seed, clips_per_class=cfg.data.synth_clips_per_class)
@@ -104,11 +99,6 @@ def _store_root(cfg) -> Path:
 
 def _open_clips(cfg):
     """(clip source, where it lives): a ClipStore, or a direct.VideoSource for `video:` data names."""
-    from contextlib import ExitStack
-
-    from sefar_fast.data.direct import open_video_source, video_spec
-    from sefar_fast.data.store import ClipStore
-
     spec = video_spec(cfg.data.name)
     if spec is None:
         root = _store_root(cfg)
@@ -120,8 +110,6 @@ def _open_clips(cfg):
 
 
 def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
-    from sefar_fast.data.splits import stratified_split
-
     store, where = _open_clips(cfg)
     names = list(store.class_names)
     if cfg.data.num_classes and cfg.data.num_classes != len(names):
@@ -140,7 +128,7 @@ def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
     if unl:
         labeled, unlabeled = train_pool, unl
     elif split_file is not None and split_file.is_file():
-        saved = json.loads(split_file.read_text())
+        saved = load_split(split_file)
         labeled, unlabeled = saved["labeled"], saved["unlabeled"]
     else:
         labels = np.array([store.records[i].label for i in train_pool])
@@ -148,17 +136,13 @@ def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
         labeled = [train_pool[i] for i in lab_pos]
         unlabeled = [train_pool[i] for i in unl_pos]
     if split_file is not None:
-        split_file.write_text(json.dumps({"label_rate": cfg.data.label_rate, "split_seed": cfg.data.split_seed,
-                                          "labeled": labeled, "unlabeled": unlabeled}))
+        save_split(split_file, labeled, unlabeled, label_rate=cfg.data.label_rate, split_seed=cfg.data.split_seed,
+                   clip_ids=[r.clip_id for r in store.records])
     return Dataset(cfg.data.name, store, names, list(labeled), list(unlabeled), list(val))
 
 
 def prepare_source(source: str, out: Path, *, root=None, short_side=256, fps=None, workers=None) -> dict:
     """`sefar prepare`: decode a source once into a clip store; returns the summary."""
-    from contextlib import ExitStack
-
-    from sefar_fast.data.prepare import prepare_from_spec
-
     with ExitStack() as stack:
         progress = _progress_callback(stack, f"preparing {source}")
         return prepare_from_spec(source, out, root=root, short_side=short_side, fps=fps, workers=workers,

@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sefar_fast.data.video import first_video_stream
+from PIL import Image
+
+from sefar_fast.data.adapters import load_source
+from sefar_fast.data.video import first_video_stream, frame_files
+from sefar_fast.data.video_pipeline import VideoFrameDecoder
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write_json, cache_root
 
 VIDEO_PREFIX = "video:"
 INDEX_FORMAT, INDEX_VERSION = "sefar-video-index", 1
@@ -101,8 +107,6 @@ class VideoSource:
     def frame_decoder(self, backend: str, frame_size: tuple[int, int], device, max_clips: int,
                       num_threads: int = 4):
         """The loader's decoder for this source (see video_pipeline.VideoFrameDecoder)."""
-        from sefar_fast.data.video_pipeline import VideoFrameDecoder
-
         return VideoFrameDecoder(self, backend, frame_size, device, max_clips, num_threads)
 
     @classmethod
@@ -125,17 +129,10 @@ def video_spec(name: str) -> str | None:
     return inner if kind in SOURCE_KINDS else f"folder:{inner}"
 
 
-def default_index_dir() -> Path:
-    """$SEFAR_CACHE/video-index (or ~/.cache/sefar/video-index)."""
-    return Path(os.environ.get("SEFAR_CACHE") or Path.home() / ".cache" / "sefar") / "video-index"
-
-
 def open_video_source(spec: str, *, root=None, path_prefix: str | None = None, cache_dir=None,
                       workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> VideoSource:
     """The VideoSource of a source spec (`lists:DIR`, `folder:DIR`, `ucf101`, ...; a `video:` prefix is
-    accepted). The file index is cached in cache_dir (default `default_index_dir()`)."""
-    from sefar_fast.data.adapters import load_source
-
+    accepted). The file index is cached in cache_dir (default `$SEFAR_CACHE/video-index`, see `io.cache_root`)."""
     spec = video_spec(spec) or spec
     sources = load_source(spec, root=root, path_prefix=path_prefix)
     if not sources.clips:
@@ -143,7 +140,7 @@ def open_video_source(spec: str, *, root=None, path_prefix: str | None = None, c
     key = json.dumps([spec, str(Path(root).resolve()) if root else None, path_prefix])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     kind = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec.split(":")[0])
-    cache = Path(cache_dir) if cache_dir is not None else default_index_dir()
+    cache = Path(cache_dir) if cache_dir is not None else cache_root() / "video-index"
     source = build_video_source(sources, cache_path=cache / f"{kind}-{digest}.json", workers=workers,
                                 progress=progress)
     source.name = f"{VIDEO_PREFIX}{spec}"
@@ -215,10 +212,6 @@ def probe_video(path, windows: Sequence[tuple[float | None, float | None]] = ())
 
 def probe_frame_folder(path) -> VideoFile:
     """A JPEG/PNG frame folder as a VideoFile (frame size from the first image's header)."""
-    from PIL import Image
-
-    from sefar_fast.data.video import frame_files
-
     files = frame_files(path)
     if not files:
         raise SefarError(f"frame folder {path} has no .jpg/.png frames")
@@ -246,14 +239,6 @@ def _load_index(cache_path: Path | None) -> dict:
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
         return {}
     return data.get("files", {})
-
-
-def _save_json(path: Path, data) -> None:
-    """Write atomically (temp file + os.replace): concurrent ranks see one whole file or the other."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{id(data):x}")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 def _probe_job(path: str, windows: list) -> dict:
@@ -313,7 +298,8 @@ def build_video_source(sources, *, cache_path=None, workers: int | None = None,
         if progress is not None:
             progress(done, total)
     if cache_path is not None and todo:
-        _save_json(cache_path, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "files": {**cached, **entries}})
+        atomic_write_json(cache_path, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "files": {**cached, **entries}},
+                          separators=(",", ":"))
 
     for path, e in entries.items():
         files[path] = VideoFile(path, "video", e["codec"], int(e["frames"]), int(e["height"]), int(e["width"]),
@@ -345,7 +331,6 @@ def _run_probes(todo: list[tuple[str, list]], workers: int | None):
         for path, windows in todo:
             yield path, _probe_job(path, windows)
         return
-    import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         futures = [(path, pool.submit(_probe_job, path, windows)) for path, windows in todo]
@@ -359,7 +344,8 @@ def _raise_failures(failures: list[tuple[str, str]], total: int, cache_path: Pat
     where = ""
     if cache_path is not None:
         report = cache_path.with_name(cache_path.stem + "-failures.json")
-        _save_json(report, [{"path": path, "error": message} for path, message in failures])
+        atomic_write_json(report, [{"path": path, "error": message} for path, message in failures],
+                          separators=(",", ":"))
         where = f"; see {report}"
     advice = "or train from a store made by `sefar prepare` (which skips and reports unreadable clips)"
     if len(messages) == 1:

@@ -139,7 +139,3 @@ def read_split_folder(folder, *, num_classes: int | None = None, root=None,
         raise SefarError(f"list folder {folder} has neither val.csv nor test.csv")
     return splits
 
-
-def infer_num_classes(splits: dict[str, list[ListEntry]]) -> int:
-    """1 + the largest label in any list (the lists carry no class names)."""
-    return 1 + max((e.label for entries in splits.values() for e in entries), default=-1)

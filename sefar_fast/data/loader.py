@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sefar_fast.data.pipeline import cover_box, make_decoder, resolve_backend
+from sefar_fast.data.sampling import sample_frames
 from sefar_fast.data.store import ClipStore
 from sefar_fast.errors import SefarError
 
@@ -141,7 +142,6 @@ class ClipLoader:
             views = [one] * self.views
         else:
             if self._sample_frames is None:
-                from sefar_fast.data.sampling import sample_frames  # imported late: a sibling module
 
                 self._sample_frames = sample_frames
             if self.temporal == "centre":

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sefar_fast.errors import SefarError
+
 
 def dali_available() -> bool:
     try:
@@ -148,8 +150,6 @@ def make_decoder(backend: str, frame_size: tuple[int, int], device, max_frames: 
 def resolve_backend(backend: str, device) -> str:
     """"auto" is DALI when importable (on the CPU too: at 64x64 frames DALI's CPU graph decodes
     about twice as fast as PIL on a thread pool), else PIL; "dali" without DALI is a SefarError."""
-    from sefar_fast.errors import SefarError
-
     device = torch.device(device)
     if backend == "auto":
         return "dali" if dali_available() else "pil"

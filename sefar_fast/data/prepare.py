@@ -20,6 +20,7 @@ in the summary and in `prepare-report.json`, never silently dropped; the others 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -30,8 +31,16 @@ from pathlib import Path
 from typing import Callable
 
 from sefar_fast.data.adapters import SourceClip, SourceSet, load_source
-from sefar_fast.data.store import INDEX_NAME, ClipRecord, ShardWriter, encode_jpeg, write_index
+from sefar_fast.data.store import (
+    INDEX_NAME,
+    ClipRecord,
+    ShardWriter,
+    encode_jpeg,
+    write_index,
+)
+from sefar_fast.data.video import read_clip
 from sefar_fast.errors import SefarError
+from sefar_fast.io import cache_root
 
 JOURNAL_NAME = "prepare-journal.jsonl"
 REPORT_NAME = "prepare-report.json"
@@ -56,8 +65,6 @@ def _close_writers() -> None:
 def prepare_clip(clip: SourceClip, out_root: str, short_side: int | None, fps: float | None, quality: int,
                  shard_bytes: int) -> dict:
     """Decode, encode and store one clip. Returns {"record": {...}} or {"failed": {...}}; never raises."""
-    from sefar_fast.data.video import read_clip
-
     try:
         frames = read_clip(clip.path, short_side=short_side, fps=fps, start=clip.start, end=clip.end)
         if len(frames) == 0:
@@ -224,10 +231,6 @@ def prepare_from_spec(spec: str, out, *, root=None, path_prefix: str | None = No
     return prepare(sources, out, short_side=short_side, fps=fps, workers=workers, strict=strict, progress=progress)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SEFAR_CACHE", Path.home() / ".cache" / "sefar")) / "stores"
-
-
 def store_for_source(spec: str, *, root=None, path_prefix: str | None = None, cache_dir=None,
                      short_side: int | None = 256, fps: float | None = None, workers: int | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Path:
@@ -236,12 +239,10 @@ def store_for_source(spec: str, *, root=None, path_prefix: str | None = None, ca
     Lets `--data lists:DIR --root R` train directly: the first run decodes the clips once (resumable),
     later runs open the finished store. The hash covers the spec, root, prefix and settings.
     """
-    import hashlib
-
     key = json.dumps([spec, str(Path(root).resolve()) if root else None, path_prefix, short_side, fps])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec.split(":")[0])
-    out = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = Path(cache_dir) if cache_dir is not None else cache_root() / "stores"
     out = out / f"{name}-{digest}"
     if not (out / INDEX_NAME).is_file():
         prepare_from_spec(spec, out, root=root, path_prefix=path_prefix, short_side=short_side, fps=fps,

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write_json
 
 
 def check_rate(label_rate: float) -> float:
@@ -75,14 +75,11 @@ def stratified_split(labels: Sequence[int], label_rate: float, split_seed: int) 
 def save_split(path, labeled: Sequence[int], unlabeled: Sequence[int], *, label_rate: float, split_seed: int,
                clip_ids: Sequence[str] | None = None) -> None:
     """Write the split as json (atomically). With clip_ids, the clips are also named, for humans and checks."""
-    path = Path(path)
     data = {"label_rate": float(label_rate), "split_seed": int(split_seed),
             "labeled": [int(i) for i in labeled], "unlabeled": [int(i) for i in unlabeled]}
     if clip_ids is not None:
         data["labeled_ids"] = [clip_ids[int(i)] for i in labeled]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def load_split(path) -> dict:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write_json
 
 FORMAT_NAME = "sefar-clip-store"
 FORMAT_VERSION = 1
@@ -157,12 +158,7 @@ def write_index(root: Path, class_names: Sequence[str], shard_names: Sequence[st
     }
     if extra:
         index["extra"] = extra
-    tmp = root / f".{INDEX_NAME}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(index, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / INDEX_NAME)
+    atomic_write_json(root / INDEX_NAME, index, separators=(",", ":"))
 
 
 def remove_store_files(root: Path) -> None:

@@ -71,6 +71,7 @@ import numpy as np
 
 from sefar_fast.data.store import ClipData, ClipStore
 from sefar_fast.errors import SefarError
+from sefar_fast.io import cache_root
 
 SYNTH_VERSION = 4  # bump when the generator's output changes: it names the cache folder
 DEFAULT_CLIPS_PER_CLASS = 120
@@ -660,11 +661,6 @@ def _rendered(jobs: list[tuple], workers: int) -> Iterator[ClipData]:
         yield from pool.imap(_render_job, jobs, chunksize=16)
 
 
-def default_cache_dir() -> Path:
-    """$SEFAR_CACHE, else ~/.cache/sefar."""
-    return Path(os.environ.get("SEFAR_CACHE") or Path.home() / ".cache" / "sefar")
-
-
 def synth_store_name(seed: int, clips_per_class: int, size: int, val_fraction: float) -> str:
     key = json.dumps({"version": SYNTH_VERSION, "clips_per_class": clips_per_class, "size": size,
                       "val_fraction": val_fraction, "classes": SYNTH_CLASSES}, sort_keys=True)
@@ -701,7 +697,7 @@ def ensure_synth(cache_dir=None, seed: int = 0, *, clips_per_class: int = DEFAUL
     interrupted generation is never mistaken for a finished one. `progress(done, total)` is
     called after each clip.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     name = synth_store_name(seed, clips_per_class, size, val_fraction)
     final = cache_dir / name
     if _is_complete_store(final):

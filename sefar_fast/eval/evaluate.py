@@ -30,9 +30,21 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 
-from sefar_fast.cli.progress import console, err_console, progress_bar, results_table
+from sefar_fast import kernels
+from sefar_fast.checkpoint import load_weights
+from sefar_fast.config import config_from_dict, eval_views, set_value, validate
+from sefar_fast.console import console, err_console, progress_bar, results_table
+from sefar_fast.data.datasets import open_dataset
+from sefar_fast.data.loader import ClipLoader
+from sefar_fast.data.sampling import eval_frames
+from sefar_fast.distributed import pick_device
 from sefar_fast.errors import SefarError
+from sefar_fast.eval.metrics import ScoreAccumulator
+from sefar_fast.eval.qa import score_qa_file
+from sefar_fast.models import model_from_config
+from sefar_fast.ops.views import draw_view_params, eval_view_params
 
 REFERENCE_LABEL = "reference-single-random-view"
 MULTIVIEW_LABEL = "multi-view"
@@ -57,10 +69,6 @@ def view_batches(data, indices, cfg, device, *, views=(1, 1), protocol="multivie
     one random crop covering the short side and a random flip per clip.
     Under `dist`, each rank gets its share (padding repeats a few clips: dedupe by `index`).
     """
-    from sefar_fast.data.loader import ClipLoader
-    from sefar_fast.data.sampling import eval_frames
-    from sefar_fast.train.views import build_views, draw_view_params, eval_view_params
-
     if protocol not in ("multiview", "reference"):
         raise SefarError(f"protocol '{protocol}' must be multiview or reference")
     elements = cfg.method.elements
@@ -92,7 +100,7 @@ def view_batches(data, indices, cfg, device, *, views=(1, 1), protocol="multivie
                             # position along the long side, a random flip.
                             params = draw_view_params(b, elements, frame_size, d.crop, "weak", crop_rng, flip=True,
                                                       scale_range=(d.crop, d.crop), ref_short=float(min(frame_size)))
-                        yield ViewBatch(build_views(frames, params, d.mean, d.std, out_dtype), batch["labels"],
+                        yield ViewBatch(kernels.build_views(frames, params, d.mean, d.std, out_dtype), batch["labels"],
                                         batch["index"])
                     bar.advance(1)
             finally:
@@ -104,8 +112,6 @@ def score_views(model, data, indices, cfg, device, *, views=(1, 1), protocol="mu
                 desc="eval", dist=None, seed=0, progress=True):
     """Run the model over every view of every clip; return a ScoreAccumulator of softmax scores keyed by
     store record index (each clip holds T*S views, or 1 for the reference protocol)."""
-    from sefar_fast.eval.metrics import ScoreAccumulator
-
     was_training = model.training
     model.eval()
     acc = ScoreAccumulator(len(data.class_names))
@@ -119,7 +125,6 @@ def score_views(model, data, indices, cfg, device, *, views=(1, 1), protocol="mu
     finally:
         model.train(was_training)
     if dist is not None and dist.enabled:
-        import torch.distributed as tdist
 
         # Ranks pad their last round by repeating clips; a multi-view repeat scores exactly the same
         # views again, so it adds to the view count but leaves the clip's mean as it is.
@@ -141,9 +146,6 @@ def evaluate_model(model, data, indices, cfg, device, *, views=(1, 1), protocol=
 
 def load_model(ckpt, which: str, device):
     """Rebuild the network of a checkpoint and load the teacher or student weights."""
-    from sefar_fast.config import config_from_dict
-    from sefar_fast.train.loop import model_from_config
-
     cfg = config_from_dict(ckpt.config)
     model = model_from_config(cfg, len(ckpt.class_names))
     weights = ckpt.teacher if which == "teacher" else ckpt.student
@@ -175,11 +177,6 @@ def open_checkpoint_data(checkpoint, *, data=None, root=None, views=None, device
 
     The data defaults to the checkpoint's own; another one must have the same class count.
     """
-    from sefar_fast.checkpoint import load_weights
-    from sefar_fast.config import config_from_dict, set_value, validate
-    from sefar_fast.data.datasets import open_dataset
-    from sefar_fast.train.distributed import pick_device
-
     ckpt = load_weights(checkpoint)
     cfg = config_from_dict(ckpt.config)
     if data is not None:
@@ -222,7 +219,6 @@ def evaluate_checkpoint(checkpoint, *, data=None, root=None, split="val", views=
     subfolder per model. qa: a Gym-QA json scored from the same clip probabilities. show=False: no
     progress bars and no table (e.g. when the JSON goes to stdout).
     """
-    from sefar_fast.config import eval_views
     from sefar_fast.eval.reports import write_report
 
     if protocol not in ("multiview", "reference"):
@@ -259,7 +255,6 @@ def evaluate_checkpoint(checkpoint, *, data=None, root=None, split="val", views=
         if protocol == "reference":
             extra["seed"] = seed
         if qa is not None:
-            from sefar_fast.eval.qa import score_qa_file
 
             by_clip = {ds.store.records[i].clip_id: s for i, s in acc.scores_by_id().items()}
             extra["qa"] = score_qa_file(qa, ckpt.class_names, by_clip)

@@ -24,9 +24,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from sefar_fast.cli.progress import console
+from sefar_fast.checkpoint import atomic_write
+from sefar_fast.config import eval_views
+from sefar_fast.console import console
 from sefar_fast.errors import SefarError
+from sefar_fast.eval.evaluate import (
+    inference_model,
+    open_checkpoint_data,
+    split_indices,
+    use_amp,
+    view_batches,
+)
 
 FEATURES_FORMAT = "sefar-features-1"
 
@@ -59,13 +70,6 @@ class FeatureSums:
 def extract_features(checkpoint, out, *, data=None, root=None, split="val", which="teacher", device=None,
                      views=None) -> dict[str, Any]:
     """Write the features of a split's clips to `out` (.safetensors); returns a summary dict."""
-    from safetensors.torch import save_file
-
-    from sefar_fast.checkpoint import atomic_write
-    from sefar_fast.config import eval_views
-    from sefar_fast.eval.evaluate import (inference_model, open_checkpoint_data, split_indices, use_amp,
-                                          view_batches)
-
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SefarError(f"--out {out} must end in .safetensors")
@@ -106,9 +110,6 @@ def extract_features(checkpoint, out, *, data=None, root=None, split="val", whic
 
 def load_features(path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a features file back: (tensors, metadata with its JSON values decoded)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise SefarError(f"features file {path} does not exist")

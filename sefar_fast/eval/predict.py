@@ -19,9 +19,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from rich.markup import escape
+from rich.table import Table
 
-from sefar_fast.cli.progress import console, progress_bar
+from sefar_fast import kernels
+from sefar_fast.checkpoint import load_weights
+from sefar_fast.config import config_from_dict, eval_views, set_value, validate
+from sefar_fast.console import console, progress_bar
+from sefar_fast.data.pipeline import cover_box
+from sefar_fast.data.sampling import eval_frames
+from sefar_fast.data.video import probe_codec, read_clip
+from sefar_fast.distributed import pick_device
 from sefar_fast.errors import SefarError
+from sefar_fast.eval.evaluate import inference_model, use_amp
+from sefar_fast.ops.views import eval_view_params
 
 PREPARE_SHORT_SIDE = 256  # `sefar prepare`'s default short side, which the training frames went through
 
@@ -29,8 +40,6 @@ PREPARE_SHORT_SIDE = 256  # `sefar prepare`'s default short side, which the trai
 def fit_frames(frames: np.ndarray, frame_size: Sequence[int]) -> np.ndarray:
     """uint8 [L, H, W, 3] -> [L, H0, W0, 3]: scaled to cover H0 x W0 (aspect kept) and centre-cropped,
     bilinear and antialiased, exactly as the loader's PIL decoder treats a stored frame."""
-    from sefar_fast.data.pipeline import cover_box
-
     h0, w0 = int(frame_size[0]), int(frame_size[1])
     length, height, width = frames.shape[:3]
     if (height, width) == (h0, w0):
@@ -45,16 +54,13 @@ def fit_frames(frames: np.ndarray, frame_size: Sequence[int]) -> np.ndarray:
 def clip_views(frames: np.ndarray, cfg, views: tuple[int, int], device, out_dtype=torch.float32) -> torch.Tensor:
     """All T*S evaluation views of one clip of uint8 frames [L, H, W, 3] (any size: only the frames
     the views use are fitted to the run's frame size): float [T*S, K, 3, crop, crop], view t*S + s."""
-    from sefar_fast.data.sampling import eval_frames
-    from sefar_fast.train.views import build_views, eval_view_params
-
     t_views, s_views = views
     picks = np.stack([eval_frames(len(frames), cfg.method.elements, t, t_views) for t in range(t_views)])
     used, where = np.unique(picks, return_inverse=True)  # fit each used frame once
     fitted = torch.from_numpy(fit_frames(frames[used], cfg.data.frame_size)).to(device)
     clips = fitted[torch.from_numpy(where.reshape(picks.shape)).to(fitted.device)]  # [T, K, H0, W0, 3]
     frame_hw = (int(fitted.shape[1]), int(fitted.shape[2]))
-    per_s = [build_views(clips, eval_view_params(t_views, frame_hw, cfg.data.crop, s, s_views),
+    per_s = [kernels.build_views(clips, eval_view_params(t_views, frame_hw, cfg.data.crop, s, s_views),
                          cfg.data.mean, cfg.data.std, out_dtype) for s in range(s_views)]
     return torch.stack(per_s, dim=1).flatten(0, 1)
 
@@ -79,8 +85,6 @@ def read_video_frames(path: str | Path, frame_size: Sequence[int]) -> np.ndarray
     """Decode a video file (or JPEG frame folder) as `sefar prepare` does: uint8 [L, H, W, 3] with the
     short side at most 256 (or the run's frame size, if larger). SefarError naming the file and codec
     when it cannot be decoded."""
-    from sefar_fast.data.video import read_clip
-
     return read_clip(path, short_side=max(PREPARE_SHORT_SIDE, min(int(v) for v in frame_size)))
 
 
@@ -98,15 +102,6 @@ def predict_videos(checkpoint, videos: Sequence[str | Path], *, top_k: int = 5, 
     Returns {"checkpoint", "model", "views", "predictions": [{"video", "codec", "frames",
     "top_k": [{"rank", "class_id", "name", "probability"}]}]}.
     """
-    from rich.markup import escape
-    from rich.table import Table
-
-    from sefar_fast.checkpoint import load_weights
-    from sefar_fast.config import config_from_dict, eval_views, set_value, validate
-    from sefar_fast.data.video import probe_codec
-    from sefar_fast.eval.evaluate import inference_model, use_amp
-    from sefar_fast.train.distributed import pick_device
-
     if top_k < 1:
         raise SefarError(f"--top-k {top_k} must be at least 1")
     paths = [Path(v) for v in videos]

@@ -18,8 +18,6 @@ import csv
 import io
 import json
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,33 +28,12 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from sefar_fast.eval.metrics import EvalMetrics, class_names_or_ids
+from sefar_fast.io import atomic_write_bytes, atomic_write_text
 
 REPORT_JSON = "report.json"
 PER_CLASS_CSV = "per_class.csv"
 CONFUSION_PAIRS_CSV = "confusion_pairs.csv"
 CONFUSION_PNG = "confusion.png"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain open (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:

@@ -23,8 +23,8 @@ import torch
 
 from sefar_fast.errors import SefarError
 from sefar_fast.kernels.philox import check_seed, head_keep_masks
-from sefar_fast.train import views as ref_views
-from sefar_fast.train.regulation import REGULATIONS, Regulation, regulate
+from sefar_fast.ops import views as ref_views
+from sefar_fast.ops.regulation import REGULATIONS, Regulation, regulate
 
 ENV = "SEFAR_KERNELS"
 CHOICES = ("auto", "torch", "triton")
@@ -84,7 +84,7 @@ def build_views(
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Views [B, K, 3, S, S] of uint8 frames [B, K, H0, W0, 3] (`train.views.build_views`).
+    """Views [B, K, 3, S, S] of uint8 frames [B, K, H0, W0, 3] (`ops.views.build_views`).
 
     out_dtype None: bfloat16 on CUDA, float32 elsewhere; `out` (contiguous, right shape)
     receives the result instead of a new tensor, and fixes the dtype.
@@ -119,7 +119,7 @@ def build_strong_mixed(
     """(strong, mixed), each [B, K, 3, S, S], from the strong frames in one pass.
 
     strong = build_views(frames, params) (channel-dropped by params.channel_scale);
-    mixed = train.views.mix_views(strong, clean, tube_mask, partner, elements, patch) with
+    mixed = ops.views.mix_views(strong, clean, tube_mask, partner, elements, patch) with
     clean the same views before channel dropout. tube_mask bool [n_el, S/patch, S/patch];
     partner int [B], a permutation of 0..B-1 (checked when it is a CPU tensor: pass the host
     copy, which also saves a device read). out_dtype / out_* as in `build_views`.
@@ -169,7 +169,7 @@ def regulate_head(
     feat [B, D] is the teacher's fused feature (before the head dropout), weight [C, D] and
     bias [C] the classifier's. Sample u of clip b uses the keep mask
     ``head_keep_masks(seed, U, B, D, p)[u, b]``; probabilities are softmaxes of
-    ``(feat * mask) @ weight.T + bias`` in float32, then `train.regulation.regulate`.
+    ``(feat * mask) @ weight.T + bias`` in float32, then `ops.regulation.regulate`.
     The Triton path never stores the U x B x C probabilities; it needs D a power of two >= 16
     and U <= 32 (the torch path serves other shapes).
     """

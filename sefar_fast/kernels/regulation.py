@@ -14,7 +14,7 @@ Input: the teacher's fused feature [B, D] (float32), the head's classifier weigh
    unbiased std over u (two-pass, in registers; U = 1 gives std 0), written to
    mean/std [B, C]; a running first-index argmax of the mean keeps p*, its class
    and sigma*;
-4. tau1, tau2, eta by the formulas of `train.regulation` (modes adaptive /
+4. tau1, tau2, eta by the formulas of `ops.regulation` (modes adaptive /
    threshold / none).
 
 Nothing of size U x B x C reaches device memory; per sample the kernel reads W
@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from sefar_fast.kernels.philox import UNIFORM_BITS, check_seed
-from sefar_fast.train.regulation import EPSILON, REGULATIONS, SIGMA_SCALE, Regulation
+from sefar_fast.ops.regulation import EPSILON, REGULATIONS, SIGMA_SCALE, Regulation
 
 MIN_DOT = 16  # tl.dot needs every dimension >= 16
 NUM_WARPS = 8  # with BLOCK_U = 16, BLOCK_C = 32: about 90 registers, no spills (sm_90)

@@ -1,6 +1,6 @@
 """Triton kernels: the view builder, and the fused strong + tube-mixed view builder.
 
-Both reproduce `train.views.build_views` exactly as written there: output pixel
+Both reproduce `ops.views.build_views` exactly as written there: output pixel
 (i, j) of frame k samples input frame ``order[b, k]`` at
 ``y0 + (i + 0.5) * h / S - 0.5`` (and the same for columns, read right to left when
 flipped), clamped to the frame, bilinear with ``a * (1 - w) + b * w`` lerps (rows
@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sefar_fast.train.views import ViewParams
+from sefar_fast.ops.views import ViewParams
 
 TILE = 512  # output values per channel per program: 4 per thread at 4 warps (sm_90: 56 and 76 registers, no spills)
 

@@ -1,8 +1,26 @@
-"""Models: the TimeSformer backbone, the SeFAR network (elements + fusion head), pretrained loading, sizes."""
+"""Models: the TimeSformer backbone, the SeFAR network (elements + fusion head), pretrained loading, sizes,
+and `model_from_config`, the one place a run's config becomes a network."""
 
-from sefar_fast.models.pretrained import PretrainedReport, load_pretrained, read_vit_state
-from sefar_fast.models.sefar_net import FusionHead, SefarNet, build_model, element_groups
-from sefar_fast.models.sizes import ARCHS, FUSION_DIM, ArchSpec, arch_spec, count_flops, num_patches
+from sefar_fast.models.pretrained import (
+    PretrainedReport,
+    load_pretrained,
+    read_vit_state,
+)
+from sefar_fast.models.sefar_net import (
+    FusionHead,
+    SefarNet,
+    build_model,
+    element_groups,
+    model_from_config,
+)
+from sefar_fast.models.sizes import (
+    ARCHS,
+    FUSION_DIM,
+    ArchSpec,
+    arch_spec,
+    count_flops,
+    num_patches,
+)
 from sefar_fast.models.timesformer import TimeSformer
 
 __all__ = [
@@ -18,6 +36,7 @@ __all__ = [
     "count_flops",
     "element_groups",
     "load_pretrained",
+    "model_from_config",
     "num_patches",
     "read_vit_state",
 ]

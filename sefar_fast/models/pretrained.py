@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from sefar_fast.errors import SefarError
@@ -135,7 +136,6 @@ def read_vit_state(path: str | Path) -> dict[str, torch.Tensor]:
         if suffix in (".pth", ".pt"):
             return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
 
             return _unwrap(load_file(str(path), device="cpu"), path)
         if suffix == ".npz":

@@ -16,8 +16,7 @@ With G=1 there are no pairs.
 The head's Dropout is the only Dropout with p > 0 in the whole network, so
 MC-dropout on the teacher (`enable_mc_dropout`) turns on only that one: the
 backbone and fusion run once and the U samples differ only in the dropout mask on
-the 256-d feature (`head_logits(feature, keep_mask)` with masks from
-`draw_keep_masks`), which is exactly the distribution of U full MC passes.
+the 256-d feature (`head_logits(feature, keep_mask)`), which is exactly the distribution of U full MC passes.
 """
 
 from __future__ import annotations
@@ -175,14 +174,6 @@ class SefarNet(nn.Module):
         self.head.dropout.train()
         return self
 
-    def draw_keep_masks(
-        self, shape: Sequence[int], *, generator: torch.Generator, device=None, dtype=torch.float32
-    ) -> torch.Tensor:
-        """Head-dropout keep masks [*shape, 256]: 0 or 1/(1-p), drawn from `generator`."""
-        p = self.head_dropout
-        u = torch.rand((*shape, FUSION_DIM), generator=generator, device=device, dtype=torch.float32)
-        return ((u >= p).to(dtype)) / (1.0 - p)
-
     def element_cls(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Clips [B, K, 3, S, S] -> per-element final-LN cls features, a list of [B, D] in config order."""
         if x.dim() != 5 or x.shape[1] != sum(self.elements):
@@ -221,38 +212,15 @@ class SefarNet(nn.Module):
         return self.head_logits(self.features(x))
 
 
-def build_model(
-    arch: str,
-    num_classes: int,
-    elements: Sequence[int],
-    *,
-    img_size: int,
-    patch_size: int | None = None,
-    drop_path: float = 0.1,
-    head_dropout: float = 0.5,
-    attn: str = "sdpa",
-    pos_embed_std: float = 0.02,
-    time_embed_std: float = 0.0,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> SefarNet:
-    """Build a SefarNet initialised from `seed` (same weights on any device), on `device` (default CPU).
+def build_model(arch: str, num_classes: int, elements: Sequence[int], *, seed: int = 0,
+                device: str | torch.device | None = None, **options) -> SefarNet:
+    """A SefarNet initialised from `seed` (same weights on any device), on `device` (default CPU).
 
+    `options` are SefarNet's keyword arguments (img_size, patch_size, drop_path, ...).
     `device="meta"` builds the shapes only (no memory, no init), e.g. to count parameters.
     """
     with torch.device("meta"):
-        net = SefarNet(
-            arch=arch,
-            num_classes=num_classes,
-            elements=elements,
-            img_size=img_size,
-            patch_size=patch_size,
-            drop_path=drop_path,
-            head_dropout=head_dropout,
-            attn=attn,
-            pos_embed_std=pos_embed_std,
-            time_embed_std=time_embed_std,
-        )
+        net = SefarNet(arch=arch, num_classes=num_classes, elements=elements, **options)
     device = torch.device("cpu" if device is None else device)
     if device.type == "meta":
         return net
@@ -260,3 +228,13 @@ def build_model(
     net.to_empty(device="cpu")
     net.reset_parameters(torch.Generator().manual_seed(seed))
     return net.to(device)
+
+
+def model_from_config(cfg, num_classes: int, **kwargs) -> SefarNet:
+    """The network a run's config describes (`cfg.model`, the elements and the crop), for `num_classes`.
+
+    Training, evaluation, benchmarks and checkpoint loading all build their models here."""
+    m = cfg.model
+    return build_model(m.arch, num_classes, cfg.method.elements, img_size=cfg.data.crop, patch_size=m.patch_size,
+                       drop_path=m.drop_path, head_dropout=m.head_dropout, attn=m.attn,
+                       pos_embed_std=m.pos_embed_std, time_embed_std=m.time_embed_std, **kwargs)

@@ -28,9 +28,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sefar_fast.checkpoint import (Checkpoint, link_or_copy, load_state, load_weights, read_metadata, save_state,
-                                   save_weights)
+from sefar_fast.checkpoint import Checkpoint, load_state, load_weights, read_metadata, save_state, save_weights
 from sefar_fast.errors import SefarError
+from sefar_fast.io import link_or_copy
 
 EPOCH_FILE = re.compile(r"^epoch-(\d+)\.safetensors$")
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from sefar_fast.config import Config
 from sefar_fast.errors import SefarError
+from sefar_fast.models.sizes import arch_spec
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
 
 
 def preflight(cfg: Config) -> None:
-    from sefar_fast.models.sizes import arch_spec
-
     d, model = cfg.data, cfg.model
     if model.pretrained:
         p = Path(model.pretrained)

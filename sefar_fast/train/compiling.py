@@ -22,7 +22,7 @@ import torch
 
 def configure_inductor() -> None:
     """Settings the step needs from inductor, where this torch has them (see the module doc)."""
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # slow to import: only when compiling
 
     triton_cfg = getattr(inductor_config, "triton", None)
     if hasattr(triton_cfg, "coalesce_tiling_analysis"):

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import yaml
 
-from sefar_fast.config import Config, apply, config_from_dict, load_yaml_file, parse_override, set_value, validate
+from sefar_fast.config import (
+    Config,
+    apply,
+    config_from_dict,
+    load_yaml_file,
+    parse_override,
+    set_value,
+    validate,
+)
 from sefar_fast.errors import SefarError
 
 # Keys that may differ between a run and its continuation.

@@ -8,9 +8,10 @@ An optional linear warm-up (`warmup` epochs, none by default) multiplies the rat
 epoch / warmup before that, so the first step has lr 0, as in transformers' and torchtune's
 warm-up schedules (the usual remedy for transformers trained from scratch with AdamW; on the
 synth data it did not shorten the start, docs/results.md).
-Shorter or longer runs keep the decays at the same fractions of the run:
-`scaled_milestones(epochs)` = [round(epochs * 25/30), round(epochs * 28/30)]
-(Python's round, half to even; e.g. 10 epochs -> [8, 9], 3 epochs -> [2, 3]).
+Shorter or longer runs keep the decays at the same fractions of the run
+(`optim.milestones`): `milestone_epochs(epochs, fractions)` = [epochs * f for f in
+fractions], fractional epochs, not rounded (the synth preset's 52 epochs at
+[0.9, 0.97] decay during epochs 47 and 51, 1-based).
 
 Unsupervised weight: xi(e) = sin(pi/2 * (e + 1 - W) / (E - W)) for 0-based epoch
 e >= W (W warm-up epochs, E epochs), 0 during the warm-up; it reaches 1 at the last
@@ -31,9 +32,9 @@ def scaled_lr(base_lr: float, effective_labeled_batch: int, ref_batch: int = 64)
     return base_lr * effective_labeled_batch / ref_batch
 
 
-def scaled_milestones(epochs: int, fractions: Sequence[float] = DEFAULT_MILESTONE_FRACTIONS) -> list[int]:
-    """Decay epochs at the given fractions of the run: [25, 28] for 30 epochs."""
-    return [int(round(epochs * f)) for f in fractions]
+def milestone_epochs(epochs: int, fractions: Sequence[float] = DEFAULT_MILESTONE_FRACTIONS) -> list[float]:
+    """The (fractional) epochs at which the lr decays: [25.0, 28.0] for 30 epochs at the default fractions."""
+    return [epochs * f for f in fractions]
 
 
 def lr_at(

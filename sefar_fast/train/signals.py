@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 
-from sefar_fast.cli.progress import err_console
+from sefar_fast.console import err_console
 
 REPEAT_WINDOW_S = 1.0
 _NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}

@@ -21,12 +21,22 @@ teacher exactly as they were, decided on the device, and counts a skipped step.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
+from sefar_fast import kernels
+from sefar_fast.distributed import DistInfo, all_reduce_sum
+from sefar_fast.ops import losses
+from sefar_fast.ops.mixing import draw_mix, mix_targets
+from sefar_fast.ops.regulation import regulate
+from sefar_fast.ops.views import draw_view_params
 from sefar_fast.train.compiling import CompiledForward
-from sefar_fast.train.distributed import DistInfo
+from sefar_fast.train.ema import decay_for
+from sefar_fast.train.guard import all_finite, guarded_update
 
 # Per-rank sums (added over ranks when an epoch's stats are reduced).
 STAT_KEYS = ("loss", "loss_sup", "loss_un", "loss_mix", "eta_sum", "pseudo_correct", "pseudo_n", "sup_n",
@@ -43,9 +53,7 @@ class TrainStep:
         self.model = model  # the plain module (EMA, checkpoints)
         self.net = model
         if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # on_compile_fallback(message): run eagerly when the compiler fails (None: raise instead)
         self.forward = CompiledForward(self.net, on_compile_fallback) if compile else self.net
         d = cfg.data
@@ -56,9 +64,16 @@ class TrainStep:
         self.patch = model.backbone.patch_size
 
     # ------------------------------------------------------------------ stats
-    def new_accumulator(self) -> dict[str, torch.Tensor]:
+    def new_accumulator(self, sums: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """Running sums of an epoch on the device: zeros, or `sums` (a checkpoint's, see `sums`)."""
         keys = STAT_KEYS + GLOBAL_KEYS + ("pending_bad",)  # pending_bad: non-finite losses since the last update
-        return {k: torch.zeros((), device=self.device, dtype=torch.float64) for k in keys}
+        sums = sums or {}
+        return {k: torch.tensor(float(sums.get(k, 0.0)), device=self.device, dtype=torch.float64) for k in keys}
+
+    @staticmethod
+    def sums(acc: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Host copy of the running sums, for a checkpoint taken mid-epoch (one sync)."""
+        return dict(zip(acc, torch.stack(list(acc.values())).tolist()))
 
     def read(self, acc: dict[str, torch.Tensor], reduce=None) -> dict[str, float]:
         """Host copy of the running means (one sync). Means leave out micro-steps with a non-finite loss."""
@@ -82,26 +97,14 @@ class TrainStep:
 
     def no_sync(self, skip_sync: bool):
         """Context for one accumulation micro-step: DDP all-reduces gradients only on the last one."""
-        from contextlib import nullcontext
-
         return self.net.no_sync() if skip_sync and self.dist.enabled else nullcontext()
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     # ------------------------------------------------------------------ views
     def _weak(self, frames: torch.Tensor, params, out: torch.Tensor | None = None) -> torch.Tensor:
         """A weak view (no channel dropout), written into `out` when given."""
-        from sefar_fast import kernels
-
         return kernels.build_views(frames, params, self.mean, self.std, self.dtype, out=out)
 
     def _params(self, batch: int, kind: str, rng: np.random.Generator, *, flip=None):
-        from sefar_fast.train.views import draw_view_params
-
         m, d = self.cfg.method, self.cfg.data
         return draw_view_params(batch, m.elements, self.frame_hw, d.crop, kind, rng,
                                 scale_range=tuple(d.scale_range), ref_short=self.ref_short, flip=flip,
@@ -116,9 +119,6 @@ class TrainStep:
         CUDA, its torch reference elsewhere) draws the U masks and never stores U x B x C.
         teacher_mc=full: the reference's cost, U full forwards with the same masks.
         """
-        from sefar_fast import kernels
-        from sefar_fast.train.regulation import regulate
-
         m = self.cfg.method
         net = teacher.module
         cls = net.head.classifier
@@ -136,8 +136,6 @@ class TrainStep:
     # ------------------------------------------------------------------ the step
     def micro_step(self, lab: dict, unl: dict | None, teacher, xi: float, rng: np.random.Generator,
                    acc: dict[str, torch.Tensor], scale: float = 1.0) -> None:
-        from sefar_fast.train import losses
-
         m = self.cfg.method
         frames_l, y_l = lab["frames"][:, 0], lab["labels"]
         b = frames_l.shape[0]
@@ -154,9 +152,6 @@ class TrainStep:
             acc["steps"] += 1
             acc["sup_n"] += b
             return
-
-        from sefar_fast import kernels
-        from sefar_fast.train.mixing import draw_mix, mix_targets
 
         frames_u = unl["frames"]
         bu = frames_u.shape[0]
@@ -213,16 +208,11 @@ class TrainStep:
         acc["pending_bad"] += bad
         return bad
 
-    def optimizer_step(self, optimizer, teacher, acc: dict[str, torch.Tensor], on_nan: str) -> None:
+    def optimizer_step(self, optimizer, teacher, acc: dict[str, torch.Tensor]) -> None:
         """Optimizer step, then the EMA update with the per-labeled-clip time constant, both skipped
         (exactly, on the device) when a loss or gradient since the last step was non-finite.
 
-        `on_nan` ("skip" or "stop") does not change the step: both skip; the trainer stops on `stop`
-        when it reads the count back (`read`)."""
-        from sefar_fast.train.distributed import all_reduce_sum
-        from sefar_fast.train.ema import decay_for
-        from sefar_fast.train.guard import all_finite, guarded_update
-
+        Both `--on-nan` policies skip here; the trainer stops on `stop` when it reads the count back."""
         params = list(self.model.parameters())
         bad = acc["pending_bad"] + (~all_finite([p.grad for p in params], self.device)).double()
         if self.dist.enabled:  # gradients agree after the all-reduce; a loss may be non-finite on one rank only
@@ -249,7 +239,3 @@ class TrainStep:
 def _finite_or_zero(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
     """The value for the running sums; 0 for a non-finite one (it is counted in bad_loss instead)."""
     return torch.where(bad, torch.zeros_like(value), value.detach())
-
-
-def make_step(cfg, model, device, amp, compile, dist, on_compile_fallback=None) -> TrainStep:
-    return TrainStep(cfg, model, device, amp, compile, dist, on_compile_fallback)

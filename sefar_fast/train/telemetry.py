@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 class DataWaitMeter:
@@ -64,7 +65,6 @@ class StepProfiler:
             return
         self.seen += 1
         if self.seen == self.warmup:
-            from torch.profiler import ProfilerActivity, profile
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
             self.prof = profile(activities=acts, record_shapes=True)

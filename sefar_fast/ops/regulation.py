@@ -14,16 +14,15 @@ These are the released code's constants (the paper prints eq. 7 without the fact
 `"none"` weight 1, for the paper's ablations.
 
 Only the head's Dropout(0.5) has p > 0 in the network, so the U teacher passes share
-one backbone and fusion feature: `mc_head_probs` samples U dropout masks on that
-256-d vector instead of rerunning the network (`full` mode reruns it with the very
-same masks, see `mc_full_probs`).
+one backbone and fusion feature: the trainer samples U dropout masks on that 256-d
+vector instead of rerunning the network (`kernels.regulate_head`; `teacher_mc=full`
+reruns it with the very same masks).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -72,57 +71,3 @@ def regulate(probs: torch.Tensor, mode: str = "adaptive", threshold: float = 0.9
     else:
         eta = torch.ones_like(p_star)
     return Regulation(pseudo_label, p_star, sigma_star, tau1, tau2, eta, mean, std)
-
-
-def head_dropout_masks(
-    samples: int, batch: int, dim: int, generator: torch.Generator, p: float = 0.5, device=None, dtype=torch.float32
-) -> torch.Tensor:
-    """U dropout keep masks [U, B, D]: 0 where dropped (probability p), 1/(1-p) where kept.
-
-    Drawn as ``torch.rand(U, B, D, generator) >= p``; `generator` must live on `device`.
-    """
-    if not 0.0 <= p < 1.0:
-        raise SefarError(f"head dropout p={p} must be in [0, 1)")
-    keep = torch.rand((samples, batch, dim), generator=generator, device=device) >= p
-    return keep.to(dtype) / (1.0 - p)
-
-
-@torch.no_grad()
-def mc_head_probs(
-    head_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    feat: torch.Tensor,
-    samples: int,
-    generator: torch.Generator,
-    p: float = 0.5,
-) -> torch.Tensor:
-    """Softmax probabilities [U, B, C] of U dropout samples of the head on one fused feature [B, D].
-
-    `head_fn(feat, keep_mask)` is the model's head (``net.head_logits``): it multiplies
-    the feature by `keep_mask` in place of its Dropout and applies the classifier.
-    All U samples go through the head as one batch of U*B rows.
-    """
-    b, d = feat.shape
-    masks = head_dropout_masks(samples, b, d, generator, p, device=feat.device, dtype=feat.dtype)
-    logits = head_fn(feat.expand(samples, b, d).reshape(samples * b, d), masks.reshape(samples * b, d))
-    return torch.softmax(logits.float(), dim=-1).reshape(samples, b, -1)
-
-
-@torch.no_grad()
-def mc_full_probs(
-    features_fn: Callable[[], torch.Tensor],
-    head_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    samples: int,
-    generator: torch.Generator,
-    p: float = 0.5,
-) -> torch.Tensor:
-    """`teacher_mc: full`: rerun `features_fn()` ([B, D]) for each of U samples, with the same
-    masks (same generator draws) as `mc_head_probs`, so both modes agree exactly when the
-    features are deterministic."""
-    feat = features_fn()
-    b, d = feat.shape
-    masks = head_dropout_masks(samples, b, d, generator, p, device=feat.device, dtype=feat.dtype)
-    out = []
-    for u in range(samples):
-        feat_u = feat if u == 0 else features_fn()
-        out.append(torch.softmax(head_fn(feat_u, masks[u]).float(), dim=-1))
-    return torch.stack(out)

@@ -1,0 +1,10 @@
+"""The method's pure mathematics, shared by the trainer, the evaluators and the kernels.
+
+    views       view parameters (crops, flips, frame orders, channel dropout) and the torch view builder
+    regulation  Adaptive Regulation: pseudo-labels and loss weights from U teacher predictions
+    mixing      tube masks, partners and mixed targets
+    losses      the SeFAR loss terms
+
+Everything here is a function of its arguments (randomness comes in as a Generator);
+`sefar_fast.kernels` implements the hot parts on the GPU with these as references.
+"""

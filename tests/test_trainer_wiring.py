@@ -1,0 +1,174 @@
+"""The trainer's wiring: decisions a refactor could flip without any other test noticing.
+
+One short SeFAR run on the tiny synth set is recorded from the inside (the pieces the trainer
+calls are wrapped, not replaced), and each test checks one decision against a value computed
+here from the config: when the teacher is created and from what, the EMA decay with
+accumulation, the unsupervised weight per epoch, the lr per step with its milestones, the
+loaders' seeds, views and batches, and which model the best checkpoint follows.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import sefar_fast.train.loop as loop
+from sefar_fast.checkpoint import read_metadata
+from sefar_fast.config import build_config
+from sefar_fast.train.ema import EmaTeacher
+from sefar_fast.train.step import TrainStep
+
+EPOCHS, WARMUP, BATCH, ACCUM, RATIO = 4, 2, 2, 2, 3
+LR, REF_BATCH, EMA = 0.05, 64, 0.99
+MILESTONES, FACTORS = [0.5, 0.8], [0.1, 0.01]
+LABELED = 20  # tiny synth: 20 classes x 3 train clips at label rate 0.1 -> one labeled clip per class
+# Scripted validation top-1 per epoch (1-based): the teacher exists from epoch WARMUP + 1.
+STUDENT_TOP1 = {1: 0.10, 2: 0.20, 3: 0.30, 4: 0.40}
+TEACHER_TOP1 = {3: 0.90, 4: 0.50}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, synth_cache):
+    seen = SimpleNamespace(created=[], decays=[], micro=[], lrs=[], loaders=[], evals=[])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEFAR_CACHE", str(synth_cache))
+    trainer_box = []
+
+    create = EmaTeacher.create.__func__
+
+    def recording_create(cls, student):
+        teacher = create(cls, student)
+        t = trainer_box[0]
+        same = all(torch.equal(a, b) for a, b in zip(teacher.module.state_dict().values(),
+                                                     student.state_dict().values()))
+        seen.created.append((t.state.progress.global_step, same, student is t.state.model))
+        return teacher
+
+    update = EmaTeacher.update
+
+    def recording_update(self, student, decay):
+        seen.decays.append(decay)
+        return update(self, student, decay)
+
+    micro_step = TrainStep.micro_step
+
+    def recording_micro_step(self, lab, unl, teacher, xi, rng, acc, scale=1.0):
+        t = trainer_box[0]
+        seen.micro.append((t.state.progress.epoch, xi, teacher is not None, unl is not None, scale,
+                           lab["frames"].shape[0], None if unl is None else unl["frames"].shape[:2]))
+        return micro_step(self, lab, unl, teacher, xi, rng, acc, scale)
+
+    optimizer_step = TrainStep.optimizer_step
+
+    def recording_optimizer_step(self, optimizer, teacher, acc):
+        t = trainer_box[0]
+        seen.lrs.append((t.state.progress.epoch, t.state.progress.step, optimizer.param_groups[0]["lr"]))
+        return optimizer_step(self, optimizer, teacher, acc)
+
+    class RecordingLoader(loop.ClipLoader):
+        def __init__(self, store, indices, **kw):
+            seen.loaders.append({"clips": len(indices), **{k: kw[k] for k in ("seed", "views", "batch_size")}})
+            super().__init__(store, indices, **kw)
+
+    def scripted_eval(model, data, indices, cfg, device, *, desc, **kw):
+        t = trainer_box[0]
+        epoch = t.state.progress.epoch + 1
+        name = desc.split()[-1]
+        seen.evals.append((epoch, name))
+        top1 = (TEACHER_TOP1 if name == "teacher" else STUDENT_TOP1)[epoch]
+        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
+
+    mp.setattr(EmaTeacher, "create", classmethod(recording_create))
+    mp.setattr(EmaTeacher, "update", recording_update)
+    mp.setattr(TrainStep, "micro_step", recording_micro_step)
+    mp.setattr(TrainStep, "optimizer_step", recording_optimizer_step)
+    mp.setattr(loop, "ClipLoader", RecordingLoader)
+    mp.setattr(loop, "evaluate_model", scripted_eval)
+    run = tmp_path_factory.mktemp("wiring") / "run"
+    flags = {"run.out": str(run), "model.arch": "vit-test", "optim.epochs": EPOCHS, "optim.batch_size": BATCH,
+             "run.device": "cpu", "data.label_rate": 0.1}
+    overrides = [f"method.warmup_epochs={WARMUP}", f"optim.accum_steps={ACCUM}", f"method.unlabeled_ratio={RATIO}",
+                 f"optim.lr={LR}", f"optim.ref_batch={REF_BATCH}", f"method.ema_decay={EMA}",
+                 f"optim.milestones={MILESTONES}", f"optim.lr_factors={FACTORS}", "optim.name=sgd",
+                 "data.synth_clips_per_class=4", "method.mc_samples=2", "eval.views=1x1", "eval.every=1", "run.log_every=1",
+                 "data.frame_size=[32,40]", "data.crop=32", "data.scale_range=[32,38]"]
+    cfg = build_config("synth", None, flags, overrides)
+    try:
+        trainer = loop.Trainer(cfg)
+        trainer_box.append(trainer)
+        seen.result = trainer.run()
+    finally:
+        mp.undo()
+    seen.trainer, seen.run = trainer, run
+    seen.steps_per_epoch = LABELED // (BATCH * ACCUM)
+    return seen
+
+
+def test_the_teacher_is_created_once_from_the_student_when_the_warmup_ends(recorded):
+    assert recorded.created == [(WARMUP * recorded.steps_per_epoch, True, True)]
+    with_teacher = {epoch for epoch, _, teacher, unl, *_ in recorded.micro if teacher and unl}
+    assert with_teacher == set(range(WARMUP, EPOCHS))
+    assert all(not teacher and not unl for epoch, _, teacher, unl, *_ in recorded.micro if epoch < WARMUP)
+
+
+def test_the_ema_decay_counts_every_labeled_clip_of_the_global_batch(recorded):
+    ssl_steps = (EPOCHS - WARMUP) * recorded.steps_per_epoch
+    assert recorded.decays == [pytest.approx(EMA ** (BATCH * ACCUM))] * ssl_steps
+
+
+def test_xi_is_zero_in_the_warmup_then_follows_the_sine_ramp_per_epoch(recorded):
+    expected = {e: 0.0 if e < WARMUP else math.sin(math.pi / 2 * (e + 1 - WARMUP) / (EPOCHS - WARMUP))
+                for e in range(EPOCHS)}
+    for epoch, xi, *_ in recorded.micro:
+        assert xi == pytest.approx(expected[epoch]), epoch
+    assert expected[EPOCHS - 1] == pytest.approx(1.0)
+
+
+def test_the_lr_is_scaled_by_the_global_batch_and_decays_at_fractional_epochs(recorded):
+    base = LR * BATCH * ACCUM / REF_BATCH
+    n = recorded.steps_per_epoch
+    assert len(recorded.lrs) == EPOCHS * n
+    for epoch, step, lr in recorded.lrs:
+        at = epoch + step / n  # the epoch, fractional, when the step starts
+        factor = 1.0
+        for m, f in zip(MILESTONES, FACTORS):
+            if at >= m * EPOCHS:
+                factor = f
+        assert lr == pytest.approx(base * factor), (epoch, step)
+    # The second milestone (0.8 x 4 = 3.2 epochs) falls inside epoch 4: its first step is not decayed yet.
+    assert [lr for e, s, lr in recorded.lrs if e == 3][:2] == pytest.approx([base * 0.1, base * 0.01])
+
+
+def test_micro_batches_and_accumulation_scale(recorded):
+    for epoch, _, _, unl, scale, lab_rows, unl_shape in recorded.micro:
+        assert scale == pytest.approx(1 / ACCUM) and lab_rows == BATCH
+        if unl:
+            assert tuple(unl_shape) == (BATCH * RATIO, 2)  # weak and strong views of each unlabeled clip
+
+
+def test_the_loaders_take_their_own_seeds_views_and_batches(recorded):
+    seed = recorded.trainer.cfg.run.seed
+    labeled, unlabeled = recorded.loaders[:2]
+    assert labeled == {"clips": LABELED, "seed": seed, "views": 1, "batch_size": BATCH * ACCUM}
+    assert unlabeled == {"clips": 40, "seed": seed + 1, "views": 2, "batch_size": BATCH * ACCUM * RATIO}
+
+
+def test_the_best_checkpoint_follows_the_teacher_once_it_exists(recorded):
+    assert recorded.evals == [(1, "student"), (2, "student"), (3, "student"), (3, "teacher"), (4, "student"),
+                              (4, "teacher")]
+    best = read_metadata(recorded.run / "best.safetensors")
+    # Epoch 4's student (0.40) beats every student before it; the teacher's 0.90 at epoch 3 stays the best.
+    assert best["epoch"] == 3 and best["metrics"]["val_top1"] == pytest.approx(0.90)
+    assert best["metrics"]["val_model"] == "teacher"
+    assert recorded.result["best_epoch"] == 3
+
+
+def test_the_callers_config_is_left_as_it_was(recorded, synth_cache, monkeypatch):
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    cfg = build_config("synth", None, {"model.arch": "vit-test", "run.device": "cpu"}, [])
+    before = cfg.to_dict()
+    trainer = loop.Trainer(cfg, resume=False)
+    assert cfg.to_dict() == before and trainer.cfg.run.out is not None and cfg.run.out is None
