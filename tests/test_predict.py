@@ -54,7 +54,9 @@ def test_predict_h264_matches_eval_scores(tiny_run, tmp_path):
     write_h264(video, ds.store.read_frames(clip, range(rec.num_frames)))
 
     out = tmp_path / "pred.json"
-    result = CliRunner().invoke(app, ["predict", str(ckpt_path), str(video), "--top-k", "50", "--json", str(out)])
+    # A wide terminal: the table folds long paths, which would split the clip id across lines.
+    result = CliRunner().invoke(app, ["predict", str(ckpt_path), str(video), "--top-k", "50", "--json", str(out)],
+                                env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert rec.clip_id in result.output  # the table names the video
     pred = json.loads(out.read_text())
