@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# GPU check: every GPU test, `sefar bench` for vit-s, a short `sefar train` (how long the GPU
-# waits for data), the kernel benchmark and `sefar bench` for vit-b, then a short table, last.
-# Parts run in that order, so a spent budget cuts the last one.
+# GPU check, one call of at most 8 minutes, the most important numbers first:
+#   0. NVIDIA DALI unpacked from the pieces brought to the machine (../shared/gpu), if not there yet;
+#   1. vit-s and vit-b: the SeFAR iteration at the paper's batch (8 labeled + 24 unlabeled, compiled)
+#      against the reference style (TF32 off and on), its student step (overhead ratio), the host
+#      operations per phase and host syncs, the student step's MFU (measured and datasheet peak);
+#   2. 200 optimizer steps of a compiled `sefar train` on a clip store: how long the GPU waits for data;
+#   3. then, as the budget allows: the kernel tests, DALI and NVDEC checks, the kernel benchmark, memory.
+# A table of every number against its target comes last.
 #
 #   bash bench/gpu_check.sh                       # results into $OUT, default bench/results
 #   OUT=/tmp/out BENCH_ARGS= bash bench/gpu_check.sh   # full repetitions (about 40 s more)
 #
-# Made for one H100 and about 9 minutes (GPU_CHECK_BUDGET seconds, default 540): each part
-# runs under its own timeout, cut further so the parts together stay inside the budget,
-# and a part that fails or hangs does not stop the others. Installs nothing: the package
-# runs from this checkout (PYTHONPATH), NVIDIA DALI from /tmp/site when it was brought
-# there (see the GPU notes of the project). Result files are named timm-style, one per
-# card and date: <card>-<date>-<what>.json; full logs go to $OUT/logs/.
+# Each part runs under its own timeout, cut further so the parts together stay inside
+# GPU_CHECK_BUDGET seconds (default 470), and a part that fails or hangs does not stop the others.
+# The package runs from this checkout (PYTHONPATH), NVIDIA DALI from /tmp/site. Result files
+# are named timm-style, one per card and date: <card>-<date>-<what>.json; logs go to $OUT/logs/.
 set -u
 
 cd "$(dirname "$0")/.."
@@ -25,14 +28,14 @@ PARTS=$LOGS/parts.tsv
 
 # The checkout first (so this tree's sefar_fast wins), then DALI's bundle, then whatever was set.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ -d /tmp/site ] && [[ ":$PYTHONPATH:" != *":/tmp/site:"* ]]; then
+if [[ ":$PYTHONPATH:" != *":/tmp/site:"* ]]; then
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 unset TRITON_INTERPRET          # kernels run natively here
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET:-540}
-RESERVE=25                      # kept back for the summary
+BUDGET=${GPU_CHECK_BUDGET:-470}
+RESERVE=20                      # kept back for the summary
 START=$(date +%s)
 BENCH_ARGS=${BENCH_ARGS---quick}  # medians of 5 (GPU timings vary little); set empty for 10
 
@@ -71,42 +74,51 @@ if [ -z "$STEM" ]; then
 fi
 say "results: $OUT/$STEM-*.json"
 
-# 1. What is here: the card, the libraries, whether DALI and the JPEG encoder import.
-part env 60 bash -c "nvidia-smi; $PY -m sefar_fast.bench.env; $PY - <<'EOF'
-import importlib
-for name in ('nvidia.dali', 'PIL', 'triton', 'typer', 'rich', 'yaml', 'safetensors', 'pytest'):
-    try:
-        importlib.import_module(name)
-        print(name, 'ok')
-    except Exception as e:
-        print(name, 'MISSING:', type(e).__name__, e)
-EOF"
-
-# 2. The kernel tests: the Triton kernels against their references under Triton's interpreter (a
-#    child process each) and the ahead-of-time build for sm_90; the native kernels are compared
-#    with their references by the kernel benchmark (part 6).
-shopt -s nullglob
-KERNEL_TESTS=(tests/test_kernels_*.py)
-shopt -u nullglob
-if (( ${#KERNEL_TESTS[@]} )); then
-    part kernel-tests 120 "$PY" -m pytest -q -p no:cacheprovider --junitxml "$LOGS/kernel-tests.xml" \
-        "${KERNEL_TESTS[@]}"
-else
-    printf '%s\t%s\t%s\n' kernel-tests "skipped: no tests/test_kernels_*.py" 0 >> "$PARTS"
+# 0. DALI: the last piece (.gpu/c2, brought with this call) joins the others kept in /tmp/dl.
+if ! $PY -c "import nvidia.dali" 2>/dev/null && [ -f .gpu/c2/install.sh ]; then
+    part dali-install 90 bash .gpu/c2/install.sh
 fi
 
-# 3. DALI's GPU decode (nvJPEG, "mixed") against the host decoder on the same batch.
-part dali-check 90 "$PY" -c "
+# 1. What is here: the card and the libraries (quick).
+part env 30 bash -c "nvidia-smi; $PY -m sefar_fast.bench.env"
+
+# 2. The targets: iteration (reference TF32 off and on, student step), host overhead, model MFU.
+# shellcheck disable=SC2086  # BENCH_ARGS holds several words on purpose
+part bench-vit-s 130 "$PY" -m sefar_fast bench model iteration overhead --arch vit-s --device cuda $BENCH_ARGS \
+    --json "$OUT/$STEM-bench-vit-s.json"
+# shellcheck disable=SC2086
+part bench-vit-b 150 "$PY" -m sefar_fast bench model iteration overhead --arch vit-b --device cuda $BENCH_ARGS \
+    --json "$OUT/$STEM-bench-vit-b.json"
+
+# 3. 200 optimizer steps of a compiled `sefar train` on a prepared store (256 x 340 JPEG frames, vit-s,
+#    SeFAR from step 0, 8 labeled + 24 unlabeled clips per step): the share of time the GPU waits for data.
+STORE=/tmp/sefar-gpu-check-store
+RUN=/tmp/sefar-gpu-check-run
+rm -rf "$RUN"
+part train 150 bash -c "
+    ( [ -f $STORE/index.json ] || $PY -m sefar_fast.bench.train_store $STORE --labeled 320 --unlabeled 96 --val 16 ) &&
+    $PY -m sefar_fast train --data store:$STORE --arch vit-s --epochs 5 --batch-size 8 --device cuda \
+        --out $RUN --json $OUT/$STEM-train.json method.warmup_epochs=0 eval.views=1x1 eval.every=5 run.log_every=10"
+[ -f "$RUN/metrics.jsonl" ] && cp "$RUN/metrics.jsonl" "$LOGS/train-metrics.jsonl"
+
+# 4. As the budget allows: the kernel tests (interpreted and compiled), DALI's GPU decode and NVDEC
+#    against the host decoders, the kernel benchmark, peak memory of vit-b.
+shopt -s nullglob
+KERNEL_TESTS=(tests/test_kernels_*.py tests/test_host_syncs.py)
+shopt -u nullglob
+part kernel-tests 90 "$PY" -m pytest -q -p no:cacheprovider --junitxml "$LOGS/kernel-tests.xml" "${KERNEL_TESTS[@]}"
+part dali-check 45 "$PY" -c "
 import json, sys
 from sefar_fast.data.bench import check_dali_gpu
 r = check_dali_gpu('cuda')
 json.dump(r, open('$OUT/$STEM-dali-check.json', 'w'), indent=2)
 print(r)
 sys.exit(0 if r['ok'] else 1)"
-
-# 3b. Direct video decode (NVDEC through DALI "mixed") against PyAV on the same batch, h264 and vp9.
-#     Its throughput is in `sefar bench`'s data section (vit-s below). Needs PyAV on the machine.
-part video-check 60 "$PY" -c "
+part kernels-bench 60 "$PY" bench/kernels_bench.py "$OUT/$STEM-kernels.json" --device cuda
+# shellcheck disable=SC2086
+part memory-vit-b 60 "$PY" -m sefar_fast bench memory --arch vit-b --device cuda $BENCH_ARGS \
+    --json "$OUT/$STEM-memory-vit-b.json"
+part video-check 40 "$PY" -c "
 import json, sys
 from sefar_fast.data.bench import check_video_decode
 r = {'check': check_video_decode('cuda')}
@@ -114,39 +126,5 @@ json.dump(r, open('$OUT/$STEM-video-check.json', 'w'), indent=2, default=str)
 print(r)
 sys.exit(0 if r['check'].get('ok') else 1)"
 
-# 4. The benchmark for vit-s, 8 frames at 224 x 224, 8 labeled + 8 unlabeled clips per iteration,
-#    with the data section (the loader and direct video; the same for every arch).
-# shellcheck disable=SC2086  # BENCH_ARGS holds several words on purpose
-part bench-vit-s 200 "$PY" -m sefar_fast bench --arch vit-s --device cuda $BENCH_ARGS \
-    --json "$OUT/$STEM-bench-vit-s.json"
-
-# 5. A short `sefar train` on a prepared store (256 x 340 JPEG frames, vit-s, compile on, SeFAR from
-#    step 0, 8 labeled + 24 unlabeled clips per step): the fraction of step time spent waiting for data.
-STORE=/tmp/sefar-gpu-check-store
-RUN=/tmp/sefar-gpu-check-run
-rm -rf "$RUN"
-part train 150 bash -c "
-    ( [ -f $STORE/index.json ] || $PY -m sefar_fast.bench.train_store $STORE --labeled 320 --unlabeled 96 --val 16 ) &&
-    $PY -m sefar_fast train --data store:$STORE --arch vit-s --epochs 1 --batch-size 8 --device cuda \
-        --out $RUN --json $OUT/$STEM-train.json method.warmup_epochs=0 eval.views=1x1 run.log_every=5"
-[ -f "$RUN/metrics.jsonl" ] && cp "$RUN/metrics.jsonl" "$LOGS/train-metrics.jsonl"
-
-# 6. The kernel benchmark (Triton kernels natively against their torch references: time and max |diff|), when the checkout has one.
-if [ -f bench/kernels_bench.py ]; then
-    KB_OUT=$OUT/$STEM-kernels.json
-    if $PY bench/kernels_bench.py --help 2>/dev/null | grep -q -- "--json"; then
-        part kernels-bench 90 "$PY" bench/kernels_bench.py --device cuda --json "$KB_OUT"
-    else
-        part kernels-bench 90 "$PY" bench/kernels_bench.py --device cuda "$KB_OUT"
-    fi
-else
-    printf '%s\t%s\t%s\n' kernels-bench "skipped: no bench/kernels_bench.py" 0 >> "$PARTS"
-fi
-
-# 7. The benchmark for vit-b (its targets: 12x, 80 / 40 GB), without the data section measured above.
-# shellcheck disable=SC2086
-part bench-vit-b 200 "$PY" -m sefar_fast bench model iteration memory --arch vit-b --device cuda $BENCH_ARGS \
-    --json "$OUT/$STEM-bench-vit-b.json"
-
 say "done in $(( $(date +%s) - START ))s; logs in $LOGS"
-timeout 60 "$PY" -m sefar_fast.bench.summary "$OUT" "$STEM"
+timeout 20 "$PY" -m sefar_fast.bench.summary "$OUT" "$STEM"

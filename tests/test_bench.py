@@ -150,14 +150,15 @@ def test_record_names_the_machine_and_the_settings(record):
 
     json.dumps(record, allow_nan=False)  # plain JSON, no NaN
     assert record["schema"] == "sefar-bench/1"
-    assert record["sections"] == ["data", "model", "iteration", "memory"]
+    assert record["sections"] == ["data", "model", "iteration", "overhead", "memory"]
     for key in ("card", "driver", "torch", "triton", "dali", "sefar", "python", "date", "cuda"):
         assert key in record, key
     assert record["sefar"] == sefar_fast.__version__ and record["torch"] == torch.__version__
     assert record["device"] == "cpu" and record["driver"] is None
     st = record["settings"]
-    assert st["arch"] == "vit-test" and st["crop"] == 16 and st["labeled"] == 2 and st["unlabeled"] == 2
-    assert st["model_batch"] == 2 + 2 * 2 and st["train_unlabeled"] == 6 and st["amp"] is False
+    # the paper's ratio by default: 3 unlabeled clips per labeled clip
+    assert st["arch"] == "vit-test" and st["crop"] == 16 and st["labeled"] == 2 and st["unlabeled"] == 6
+    assert st["model_batch"] == 2 + 2 * 6 and st["train_unlabeled"] == 6 and st["amp"] is False
 
 
 def test_iteration_and_model_fields_are_consistent(record):
@@ -168,8 +169,11 @@ def test_iteration_and_model_fields_are_consistent(record):
     for key in ("reference_ms", "fast_ms", "speedup", "clip_views_per_s"):
         assert _number(it[key]) and it[key] > 0, key
     assert it["speedup"] == pytest.approx(it["reference_ms"] / it["fast_ms"])
-    assert it["labeled"] == 2 and it["unlabeled"] == 2 and it["mc_samples"] == 10
-    assert it["clip_views_per_s"] == pytest.approx((2 + 2 * 2) / (it["fast_ms"] / 1e3))
+    assert it["labeled"] == 2 and it["unlabeled"] == 6 and it["mc_samples"] == 10
+    assert it["clip_views_per_s"] == pytest.approx((2 + 2 * 6) / (it["fast_ms"] / 1e3))
+    assert it["student_rows"] == 2 + 2 * 6 and _number(it["student_step_ms"]) and it["student_step_ms"] > 0
+    assert it["overhead_ratio"] == pytest.approx(it["fast_ms"] / it["student_step_ms"])
+    assert "reference_tf32_ms" not in it and "speedup_tf32" not in it  # TF32 is a CUDA matter
     for key in ("train_clips_per_s", "reference_train_clips_per_s", "infer_clips_per_s", "tflops", "mfu",
                 "peak_tflops", "train_ms"):
         assert _number(model[key]) and model[key] > 0, key
@@ -179,6 +183,17 @@ def test_iteration_and_model_fields_are_consistent(record):
     assert model["tflops"] == pytest.approx(3 * flops * model["train_clips_per_s"] / 1e12)
     assert model["mfu"] == pytest.approx(model["tflops"] / model["peak_tflops"])
     assert model["train_clips_per_s"] == pytest.approx(model["batch"] / (model["train_ms"] / 1e3))
+    assert model["datasheet_tflops"] is None and model["mfu_datasheet"] is None  # no datasheet for a CPU
+
+
+def test_overhead_counts_every_phase_and_no_host_sync(record):
+    over = record["overhead"]
+    assert "error" not in over, over
+    assert set(over["ops"]) == {"views", "teacher", "student", "update", "outside_phases"}
+    assert all(over["ops"][p] > 0 for p in ("views", "teacher", "student", "update"))
+    assert over["ops"]["update"] <= over["targets"]["update_ops"] == 20
+    assert over["host_syncs"] == 0 and over["host_reads"] == {}
+    assert all(_number(v) and v > 0 for v in over["host_ms"].values())
 
 
 def test_data_and_memory_sections_on_the_cpu(record):
@@ -262,15 +277,20 @@ def test_gpu_check_summary_puts_numbers_against_the_targets(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "parts.tsv").write_text("bench-vit-b\tok\t150\ntrain\ttimed out after 150s\t150\n")
 
-    def bench(speedup, mfu, train_gib, ckpt_gib):
-        return {"iteration": {"speedup": speedup, "reference_ms": 1600.0, "fast_ms": 1600.0 / speedup,
-                              "labeled": 8, "unlabeled": 8, "compiled": True},
-                "model": {"mfu": mfu, "tflops": 400 * mfu, "peak_tflops": 400.0, "train_clips_per_s": 200.0},
+    def bench(speedup, mfu, train_gib, ckpt_gib, ratio, update_ops):
+        fast = 1600.0 / speedup
+        return {"iteration": {"speedup": speedup, "reference_ms": 1600.0, "fast_ms": fast, "labeled": 8,
+                              "unlabeled": 24, "compiled": True, "reference_tf32_ms": 800.0,
+                              "speedup_tf32": 800.0 / fast, "student_step_ms": fast / ratio, "overhead_ratio": ratio},
+                "overhead": {"ops": {"views": 9, "teacher": 3, "student": 40, "update": update_ops},
+                             "host_syncs": 0},
+                "model": {"mfu": mfu, "tflops": 400 * mfu, "peak_tflops": 400.0, "train_clips_per_s": 200.0,
+                          "mfu_datasheet": mfu / 2},
                 "memory": {"train_labeled": 8, "train_unlabeled": 24, "train_fast_gib": train_gib,
                            "train_fast_checkpoint_gib": ckpt_gib}}
 
-    (tmp_path / f"{stem}-bench-vit-b.json").write_text(json.dumps(bench(13.0, 0.5, 70.0, 38.0)))
-    (tmp_path / f"{stem}-bench-vit-s.json").write_text(json.dumps(bench(9.5, 0.4, 20.0, None)))
+    (tmp_path / f"{stem}-bench-vit-b.json").write_text(json.dumps(bench(13.0, 0.31, 70.0, 38.0, 1.2, 16)))
+    (tmp_path / f"{stem}-bench-vit-s.json").write_text(json.dumps(bench(9.5, 0.19, 20.0, None, 1.4, 21)))
     (tmp_path / f"{stem}-train.json").write_text(json.dumps({"last": {"loss": 1.0, "data_wait": 0.01}}))
     # The first logging interval holds the compile (the host waits for no data then): left out.
     steps = [{"kind": "step", "step": 5 * (i + 1), "data_wait": w} for i, w in enumerate([0.001, 0.04, 0.08])]
@@ -279,15 +299,23 @@ def test_gpu_check_summary_puts_numbers_against_the_targets(tmp_path):
     rows = {r[0]: r for r in summary_rows(tmp_path, stem)}
 
     assert rows["part bench-vit-b"][3] == "met" and rows["part train"][3] == "SHORT"
-    assert rows["vit-b iteration speedup (8+8, compiled)"][3] == "met"  # 13x against 12x
-    assert rows["vit-s iteration speedup (8+8, compiled)"][3] == "SHORT"  # 9.5x against 10x
+    assert rows["vit-b iteration speedup (8+24, compiled)"][3] == "met"  # 13x against 12x
+    assert rows["vit-s iteration speedup (8+24, compiled)"][3] == "SHORT"  # 9.5x against 10x
+    assert rows["vit-b iteration speedup over a TF32 reference"][1] == "6.5x (800 ms)"
+    assert rows["vit-b iteration / its student step"][1:] == ("1.20x (102.6 ms)", "<= 1.3x", "met")
+    assert rows["vit-s iteration / its student step"][3] == "SHORT"  # 1.4x against 1.3x
+    ops = "host ops per phase (views/teacher/student/update), host syncs"
+    assert rows[f"vit-b {ops}"][1:] == ("9/3/40/16, 0", "update <= 20, 0 syncs", "met")
+    assert rows[f"vit-s {ops}"][3] == "SHORT"  # 21 update operations
+    # MFU against the measured peak: 31% >= 30% for vit-b, 19% < 20% for vit-s; the datasheet figure is shown
     assert rows["vit-b student train step MFU"][3] == "met" and rows["vit-s student train step MFU"][3] == "SHORT"
+    assert "datasheet 15.5%" in rows["vit-b student train step MFU"][1]
     # Memory targets are in GB (1e9 bytes): 70 GiB = 75.2 GB fits 80 GB, 38 GiB = 40.8 GB misses 40 GB.
     assert rows["vit-b peak memory 8+24"][1:] == ("75.2 GB", "<= 80 GB", "met")
     assert rows["vit-b peak memory 8+24, checkpointing"][1:] == ("40.8 GB", "<= 40 GB", "SHORT")
     assert rows["vit-s peak memory 8+24"][3] == "-"  # the memory targets are for vit-b
     wait = [r for name, r in rows.items() if name.startswith("sefar train GPU waiting")]
-    assert len(wait) == 1 and wait[0][1:] == ("6.0%", "< 10%", "met") and "steady" in wait[0][0]
+    assert len(wait) == 1 and wait[0][1:] == ("6.0%", "< 5%", "SHORT") and "steady" in wait[0][0]
 
 
 def test_gpu_check_summary_reads_the_kernel_benchmark_and_the_video_check(tmp_path):

@@ -65,3 +65,39 @@ def test_time_constant_does_not_depend_on_batch_size(batch):
     expected = w + (w0 - w) * 0.99 ** (steps * batch)  # closed form for a constant student
     assert torch.allclose(big.module.fc.weight, small.module.fc.weight, atol=1e-6)
     assert torch.allclose(big.module.fc.weight, expected, atol=1e-6)
+
+
+def test_the_bf16_forward_copy_gives_the_autocast_outputs_of_the_teacher_bit_for_bit():
+    """The teacher's forward reads bf16 copies of the weights autocast would cast at every call; its
+    outputs under autocast are exactly those of the float32 teacher, before and after updates."""
+    from sefar_fast.models import build_model
+
+    student = build_model("vit-test", 5, [2, 4], img_size=16, seed=3).train()
+    teacher = EmaTeacher.create(student, torch.bfloat16)
+    linear = teacher.forward_module.backbone.blocks[0].attn.qkv
+    assert linear.weight.dtype == torch.bfloat16
+    assert teacher.module.backbone.blocks[0].attn.qkv.weight.dtype == torch.float32
+    assert teacher.forward_module.backbone.norm.weight is teacher.module.backbone.norm.weight  # shared, not copied
+    x = torch.randn(3, 6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for step in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            fast = teacher.forward_module.features(x)
+            plain = teacher.module.features(x)
+        assert torch.equal(fast, plain), step
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        teacher.lerp(student, torch.tensor(0.3))
+    assert not torch.equal(teacher.module.backbone.blocks[0].attn.qkv.weight, student.backbone.blocks[0].attn.qkv.weight)
+
+
+def test_a_zero_weight_leaves_the_teacher_exactly_as_it_was():
+    torch.manual_seed(2)
+    student = Net()
+    teacher = EmaTeacher.create(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    teacher.lerp(student, torch.tensor(0.0))
+    assert all(torch.equal(v, before[k]) for k, v in teacher.module.state_dict().items() if v.is_floating_point())

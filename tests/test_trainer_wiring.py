@@ -39,19 +39,19 @@ def recorded(tmp_path_factory, synth_cache):
 
     create = EmaTeacher.create.__func__
 
-    def recording_create(cls, student):
-        teacher = create(cls, student)
+    def recording_create(cls, student, *args, **kwargs):
+        teacher = create(cls, student, *args, **kwargs)
         t = trainer_box[0]
         same = all(torch.equal(a, b) for a, b in zip(teacher.module.state_dict().values(),
                                                      student.state_dict().values()))
         seen.created.append((t.state.progress.global_step, same, student is t.state.model))
         return teacher
 
-    update = EmaTeacher.update
+    lerp = EmaTeacher.lerp
 
-    def recording_update(self, student, decay):
-        seen.decays.append(decay)
-        return update(self, student, decay)
+    def recording_lerp(self, student, weight):
+        seen.decays.append(1.0 - float(weight))  # the decay the step used (weight = 1 - decay)
+        return lerp(self, student, weight)
 
     micro_step = TrainStep.micro_step
 
@@ -82,7 +82,7 @@ def recorded(tmp_path_factory, synth_cache):
         return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
 
     mp.setattr(EmaTeacher, "create", classmethod(recording_create))
-    mp.setattr(EmaTeacher, "update", recording_update)
+    mp.setattr(EmaTeacher, "lerp", recording_lerp)
     mp.setattr(TrainStep, "micro_step", recording_micro_step)
     mp.setattr(TrainStep, "optimizer_step", recording_optimizer_step)
     mp.setattr(loop, "ClipLoader", RecordingLoader)

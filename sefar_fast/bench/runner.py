@@ -74,6 +74,7 @@ def _run(s, chosen: list[str], show: bool) -> dict:
         "data": lambda: bench_sections.data_section(s),
         "model": with_shared(bench_sections.model_section),
         "iteration": with_shared(bench_sections.iteration_section),
+        "overhead": with_shared(bench_sections.overhead_section),
         "memory": lambda: bench_sections.memory_section(s),
     }
     for name in chosen:
@@ -153,6 +154,8 @@ def table_rows(record: dict) -> list[tuple[str, str, str]]:
             add("achieved TFLOP/s (train, fast)", "tflops")
             add(f"matmul peak TFLOP/s ({sec.get('peak_dtype')}, same run)", "peak_tflops")
             add("MFU (train, fast)", "mfu", "pct")
+            if sec.get("datasheet_tflops"):
+                add("MFU against the datasheet peak", "mfu_datasheet", "pct")
             if "compile_s" in sec:
                 add("compile time (not in the timings)", "compile_s", "s")
             if "compile_error" in sec:
@@ -162,11 +165,24 @@ def table_rows(record: dict) -> list[tuple[str, str, str]]:
             add(f"reference style ({shape})", "reference_ms", "ms")
             add("fast (trainer step)", "fast_ms", "ms")
             add("speedup", "speedup", "x")
+            if "reference_tf32_ms" in sec:
+                add("reference style with TF32 matmuls", "reference_tf32_ms", "ms")
+                add("speedup over the TF32 reference", "speedup_tf32", "x")
+            add(f"student training step alone ({sec.get('student_rows')} rows)", "student_step_ms", "ms")
+            add("iteration / student step (overhead ratio)", "overhead_ratio", "x")
             if "fast_eager_ms" in sec:
                 add("fast, eager (no compile)", "fast_eager_ms", "ms")
                 add("speedup, eager", "speedup_eager", "x")
                 if (sec.get("fast_compile_s") or 0) >= 0.5:  # ~0 when the model section built the graph
                     add("compile time (not in the timings)", "fast_compile_s", "s")
+        elif name == "overhead":
+            ops = sec.get("ops") or {}
+            for phase in ("views", "teacher", "student", "update"):
+                rows.append((name, f"host ops, {phase} ({_fmt((sec.get('host_ms') or {}).get(phase), 'ms')} host)",
+                             str(ops.get(phase, "-"))))
+            add("host syncs in one iteration", "host_syncs")
+            for kern in (sec.get("top_kernels") or [])[:5]:
+                rows.append((name, f"device time: {kern['name'][:60]}", f"{100 * kern['share']:.1f}%"))
         elif name == "memory":
             it = f"{sec.get('iteration_labeled')}+{sec.get('iteration_unlabeled')}"
             tr = f"{sec.get('train_labeled')}+{sec.get('train_unlabeled')}"
@@ -203,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default all)")
     p.add_argument("--arch")
     p.add_argument("--batch", type=int, help="labeled clips per iteration")
-    p.add_argument("--unlabeled", type=int, help="unlabeled clips per iteration (default: as many as labeled)")
+    p.add_argument("--unlabeled", type=int, help="unlabeled clips per iteration (default: 3 x labeled)")
     p.add_argument("--device")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)

@@ -24,21 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sefar_fast.bench.env import card_name
+from sefar_fast.bench.overhead import count_ops, top_kernels
 from sefar_fast.bench.reference import ReferenceStep
-from sefar_fast.bench.timing import (
-    matmul_peak_tflops,
-    peak_memory_gib,
-    synchronize,
-    time_calls,
-)
-from sefar_fast.bench.workload import (
-    BenchSettings,
-    bench_config,
-    build_student,
-    reference_copy,
-    sgd,
-    synthetic_batches,
-)
+from sefar_fast.bench.timing import datasheet_tflops, matmul_peak_tflops, peak_memory_gib, synchronize, tf32, time_calls
+from sefar_fast.bench.workload import BenchSettings, bench_config, build_student, reference_copy, sgd, synthetic_batches
 from sefar_fast.data.bench import bench_data, synthetic_store
 from sefar_fast.distributed import DistInfo
 from sefar_fast.models.sizes import count_flops
@@ -106,14 +96,20 @@ def _train_fn(forward, x, y, optimizer, amp: bool, device: torch.device):
     return step
 
 
+def _student_rows(s: BenchSettings, cfg, dtype_of_views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ready-made student input [model_batch, K, 3, S, S] (in the fast step's view dtype) and labels."""
+    gen = torch.Generator(device=s.device).manual_seed(s.seed + 1)
+    x = torch.randn(s.model_batch, sum(s.elements), 3, s.crop, s.crop, generator=gen, device=s.device)
+    y = torch.randint(0, s.num_classes, (s.model_batch,), generator=gen, device=s.device)
+    return (x.to(torch.bfloat16) if s.amp and dtype_of_views else x), y
+
+
 def model_section(s: BenchSettings, shared: Shared) -> dict:
     """Student-only training and inference steps on ready-made clips [N, K, 3, S, S]."""
     dev, cfg, model = s.device, shared.cfg, shared.student
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 1)
     n, k = s.model_batch, sum(s.elements)
-    x32 = torch.randn(n, k, 3, s.crop, s.crop, generator=gen, device=dev)
+    x32, y = _student_rows(s, cfg, dtype_of_views=False)
     x = x32.to(torch.bfloat16) if s.amp else x32  # the dtype the fast step's views come in
-    y = torch.randint(0, s.num_classes, (n,), generator=gen, device=dev)
     flops = count_flops(s.arch, s.crop, s.elements, patch_size=cfg.model.patch_size, num_classes=s.num_classes)
     out: dict = {"batch": n, "frames_per_clip": k, "forward_gflop_per_clip": flops / 1e9,
                  "precision": "bf16 autocast" if s.amp else "fp32", "attention": "sdpa"}
@@ -123,7 +119,7 @@ def model_section(s: BenchSettings, shared: Shared) -> dict:
         t = time_calls(fn, dev, warmup=s.warmup, repeats=s.repeats)
         return t, n / (t["median_ms"] * 1e-3)
 
-    opt = sgd(cfg, model)
+    opt = sgd(cfg, model, fused=True)
     if shared.compiled:
         try:  # the trainer step's own compiled forward: the iteration section reuses the graph
             t, rate = timed(_train_fn(shared.fast_step.forward, x, y, opt, s.amp, dev))
@@ -159,6 +155,9 @@ def model_section(s: BenchSettings, shared: Shared) -> dict:
 
     out["tflops"] = 3 * flops * out["train_clips_per_s"] / 1e12
     out["mfu"] = out["tflops"] / out["peak_tflops"]
+    sheet = datasheet_tflops(card_name(dev), torch.bfloat16 if s.amp else torch.float32)
+    out["datasheet_tflops"] = sheet
+    out["mfu_datasheet"] = out["tflops"] / sheet if sheet else None
     out["infer_tflops"] = flops * out["infer_clips_per_s"] / 1e12
     out["reference_tflops"] = 3 * flops * out["reference_train_clips_per_s"] / 1e12
     return out
@@ -173,7 +172,7 @@ class _Paths:
         self.ref_student = reference_copy(student)
         self.teacher = EmaTeacher.create(student)
         self.ref_teacher = EmaTeacher.create(self.ref_student)
-        self.opt = sgd(cfg, student)
+        self.opt = sgd(cfg, student, fused=True)
         self.ref_opt = sgd(cfg, self.ref_student)
         self.ref = ReferenceStep(cfg, self.ref_student, s.device)
 
@@ -208,6 +207,10 @@ def iteration_section(s: BenchSettings, shared: Shared) -> dict:
     }
     ref = time_calls(paths.ref_fn(lab, unl), s.device, warmup=1, repeats=max(2, s.repeats // 2))
     out["reference_ms"] = ref["median_ms"]
+    if s.device.type == "cuda":  # the authors' torch multiplies float32 matrices in TF32 on Ampere and later
+        with tf32(True):
+            out["reference_tf32_ms"] = time_calls(paths.ref_fn(lab, unl), s.device, warmup=1,
+                                                  repeats=max(2, s.repeats // 2))["median_ms"]
 
     def time_fast(step):
         return time_calls(paths.fast_fn(step, lab, unl), s.device, warmup=s.warmup, repeats=s.repeats)
@@ -230,12 +233,40 @@ def iteration_section(s: BenchSettings, shared: Shared) -> dict:
                          f"fused EMA{', torch.compile' if shared.compiled else ''}")
     out["fast_ms"] = fast["median_ms"]
     out["speedup"] = out["reference_ms"] / out["fast_ms"]
+    if "reference_tf32_ms" in out:
+        out["speedup_tf32"] = out["reference_tf32_ms"] / out["fast_ms"]
+    # The student's own training step on the same rows (ready-made views, no teacher): the floor.
+    step = shared.fast_step if shared.compiled else shared.make_step(False)
+    x, y = _student_rows(s, shared.cfg)
+    student = time_calls(_train_fn(step.forward, x, y, paths.opt, s.amp, s.device), s.device,
+                         warmup=s.warmup, repeats=s.repeats)
+    out["student_rows"] = x.shape[0]
+    out["student_step_ms"] = student["median_ms"]
+    out["overhead_ratio"] = out["fast_ms"] / out["student_step_ms"]
     if shared.compiled and eager is not None:
         out["fast_eager_ms"] = eager["median_ms"]
         out["speedup_eager"] = out["reference_ms"] / out["fast_eager_ms"]
     out["reference_times_ms"], out["fast_times_ms"] = ref["times_ms"], fast["times_ms"]
     # Clips the loader must deliver per second to keep the fast step fed (an unlabeled clip has 2 views).
     out["clip_views_per_s"] = (s.labeled + 2 * s.unlabeled) / (out["fast_ms"] * 1e-3)
+    return out
+
+
+# ----------------------------------------------------------------------------- overhead
+def overhead_section(s: BenchSettings, shared: Shared) -> dict:
+    """Host operations per phase and host syncs of one fast iteration (`bench.overhead`), after one warm-up
+    iteration; on CUDA also the device time of the busiest kernels, to say what holds the step back."""
+    paths = _Paths(s, shared.cfg, shared.student)
+    lab, unl = synthetic_batches(s, s.labeled, s.unlabeled, seed=s.seed)
+    step = shared.fast_step if shared.compiled else shared.make_step(False)
+    run = paths.fast_fn(step, lab, unl)
+    run()  # optimizer state, compiled graphs
+    synchronize(s.device)
+    out = {"labeled": s.labeled, "unlabeled": s.unlabeled, "compiled": shared.compiled,
+           "targets": {"update_ops": 20, "host_syncs": 0}}
+    out.update(count_ops(run, s.device))
+    if s.device.type == "cuda":
+        out["top_kernels"] = top_kernels(run, s.device)
     return out
 
 

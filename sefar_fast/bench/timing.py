@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -86,3 +87,31 @@ def peak_memory_gib(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+# Dense (no sparsity) bf16 tensor-core TFLOP/s from NVIDIA's datasheets, by a distinctive part of the
+# card's name; the first match wins, so specific names come before general ones.
+DATASHEET_BF16_TFLOPS = (
+    ("H100 NVL", 835.0), ("H100 PCIe", 756.5), ("H100", 989.4),
+    ("H200 NVL", 835.0), ("H200", 989.4),
+    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10", 125.0),
+    ("RTX 4090", 165.2), ("RTX 6000 Ada", 364.2),
+)
+
+
+def datasheet_tflops(card: str, dtype: torch.dtype) -> float | None:
+    """The datasheet's dense peak for `card` in `dtype` (bf16 only), or None when it is not listed."""
+    if dtype != torch.bfloat16:
+        return None
+    return next((peak for name, peak in DATASHEET_BF16_TFLOPS if name in card), None)
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """float32 matmuls and convolutions in TF32 (or not) inside the block, as before it afterwards."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

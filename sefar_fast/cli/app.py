@@ -277,14 +277,15 @@ def prepare(
         raise typer.Exit(1)
 
 
-@app.command(epilog="Examples:\n\n    sefar bench --quick\n\n    sefar bench iteration --arch vit-b --batch 8 --device cuda --json vitb.json")
+@app.command(epilog="Examples:\n\n    sefar bench --quick\n\n    sefar bench overhead          # host ops per phase and host syncs of one iteration\n\n"
+             "    sefar bench iteration --arch vit-b --batch 8 --device cuda --json vitb.json")
 def bench(
-    section: Optional[list[str]] = typer.Argument(None, help="Sections: data, model, iteration, memory (default all)."),
+    section: Optional[list[str]] = typer.Argument(None, help="Sections: data, model, iteration, overhead, memory (default all)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Model size (default vit-test on CPU, vit-s on CUDA)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Labeled clips per iteration (default 2 CPU / 8 CUDA)."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quick: bool = typer.Option(False, "--quick", help="Few repetitions (CPU: under 3 minutes)."),
-    unlabeled: Optional[int] = typer.Option(None, "--unlabeled", help="Unlabeled clips per iteration (default = --batch)."),
+    unlabeled: Optional[int] = typer.Option(None, "--unlabeled", help="Unlabeled clips per iteration (default 3 x --batch, the paper's ratio)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the fast path (default on CUDA)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default 1 on CPU: steadier timings)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON."),

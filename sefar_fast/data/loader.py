@@ -14,7 +14,9 @@ the same on every run, after a resume, and whatever the number of producer threa
   `temporal="centre"`; or a caller's `frame_fn(num_frames) -> int64 [K]` (multi-view
   evaluation). View 2 (strong) re-draws frames in the same segments from the same generator.
 - Decoding: `pipeline.make_decoder` (DALI graph or PIL), run by `workers` producer threads
-  that keep `prefetch` batches in flight.
+  that keep `prefetch` batches in flight. On CUDA each producer thread works on its own
+  stream (uploads from pinned memory, never on the default stream) and hands the batch over
+  with an event the consumer's stream waits on: the training thread never waits for a copy.
 - Sources: a `ClipStore` (JPEG frames read with `read_jpeg`), or any object with the same
   `records` (clip_id, label, num_frames, height, width) that instead offers
   `frame_decoder(backend, frame_size, device, max_clips, num_threads)` -> an object with
@@ -182,6 +184,24 @@ class ClipLoader:
         return dec
 
     def _produce(self, epoch: int, batch: int) -> dict:
+        if self.device.type != "cuda":
+            return self._make_batch(epoch, batch)
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            out = self._make_batch(epoch, batch)
+            out["ready"] = torch.cuda.Event()
+            out["ready"].record(stream)
+        return out
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host
+
+    def _make_batch(self, epoch: int, batch: int) -> dict:
         plan = self.plan_batch(epoch, batch)
         h0, w0 = self.frame_size
         b = len(plan["records"])
@@ -198,8 +218,8 @@ class ClipLoader:
             frames = self._decoder().decode(jpegs, np.asarray(boxes, np.float32))
         return {
             "frames": frames.view(b, self.views, self.num_frames, h0, w0, 3),
-            "labels": torch.from_numpy(plan["labels"]).to(self.device),
-            "index": torch.from_numpy(plan["records"].copy()).to(self.device),
+            "labels": self._upload(plan["labels"]),
+            "index": self._upload(plan["records"].copy()),
         }
 
     def __iter__(self) -> Iterator[dict]:
@@ -216,8 +236,12 @@ class ClipLoader:
                     pending.append(self._pool.submit(self._produce, epoch, next_batch))
                     next_batch += 1
                 out = pending.popleft().result()
-                if out["frames"].is_cuda:  # made on a producer's stream: keep it alive for the consumer's
-                    out["frames"].record_stream(torch.cuda.current_stream(out["frames"].device))
+                ready = out.pop("ready", None)
+                if ready is not None:  # made on a producer's stream: the consumer's stream waits (on the device)
+                    consumer = torch.cuda.current_stream(self.device)
+                    consumer.wait_event(ready)
+                    for t in out.values():
+                        t.record_stream(consumer)  # and the allocator keeps the memory until it is used
                 self.position += 1
                 yield out
         finally:

@@ -80,7 +80,9 @@ class PilFrameDecoder:
         for f in futures:
             f.result()
         frames = torch.from_numpy(out)
-        return frames.to(self.device) if self.device.type != "cpu" else frames
+        if self.device.type == "cpu":
+            return frames
+        return frames.pin_memory().to(self.device, non_blocking=True)  # on the caller's (loader's) stream
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -14,11 +14,13 @@ Triton (and with it the kernel modules) is imported only when a Triton path runs
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from sefar_fast.errors import SefarError
@@ -44,7 +46,7 @@ def kernel_backend(device: torch.device | str) -> str:
         raise SefarError(f"{ENV}={raw!r} is not one of {', '.join(CHOICES)}")
     if choice == "torch":
         return "torch"
-    has_triton = importlib.util.find_spec("triton") is not None
+    has_triton = _has_triton()
     if choice == "triton":
         if not has_triton:
             raise SefarError(f"{ENV}=triton but triton is not installed: pip install triton, or unset {ENV}")
@@ -52,6 +54,11 @@ def kernel_backend(device: torch.device | str) -> str:
             raise SefarError(f"{ENV}=triton needs CUDA tensors (or TRITON_INTERPRET=1 for {device.type} tensors)")
         return "triton"
     return "triton" if device.type == "cuda" and has_triton else "torch"
+
+
+@functools.lru_cache(maxsize=1)
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def _default_dtype(device: torch.device, out_dtype: torch.dtype | None) -> torch.dtype:
@@ -121,8 +128,8 @@ def build_strong_mixed(
     strong = build_views(frames, params) (channel-dropped by params.channel_scale);
     mixed = ops.views.mix_views(strong, clean, tube_mask, partner, elements, patch) with
     clean the same views before channel dropout. tube_mask bool [n_el, S/patch, S/patch];
-    partner int [B], a permutation of 0..B-1 (checked when it is a CPU tensor: pass the host
-    copy, which also saves a device read). out_dtype / out_* as in `build_views`.
+    partner int [B], a permutation of 0..B-1 (checked when it is a CPU tensor; a device tensor is
+    trusted, so the check never reads the device). out_dtype / out_* as in `build_views`.
     """
     _check_frames(frames_u8)
     b, k = frames_u8.shape[:2]
@@ -135,8 +142,8 @@ def build_strong_mixed(
         raise SefarError(f"crop size {size}x{size} is not the patch grid {hp}x{wp} times patch {patch}")
     if tuple(partner.shape) != (b,):
         raise ValueError(f"partner must be [B={b}], got {tuple(partner.shape)}")
-    if partner.device.type == "cpu" and not torch.equal(partner.sort().values.long(), torch.arange(b)):
-        raise ValueError(f"partner must be a permutation of 0..{b - 1}, got {partner.tolist()}")
+    if partner.device.type == "cpu" and not np.array_equal(np.sort(partner.numpy()), np.arange(b)):
+        raise ValueError(f"partner must be a permutation of 0..{b - 1}, got {partner.numpy().tolist()}")
     shape = (b, k, 3, size, size)
     dtype = _default_dtype(dev, out_dtype)
     strong = _output(out_strong, shape, out_strong.dtype if out_strong is not None else dtype, dev, "out_strong")

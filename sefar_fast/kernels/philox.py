@@ -12,7 +12,7 @@ batch size, the number of samples or the feature width.
 
 Uniform and keep. ``uniform = (r >> 8) * 2**-24`` is exact in float32 (24 bits on a
 2**-24 grid in [0, 1)); the feature is kept when ``uniform >= p`` and kept features
-are scaled by ``1 / (1 - p)``, as `nn.Dropout` and `ops.regulation.head_dropout_masks`.
+are scaled by ``1 / (1 - p)``, as `nn.Dropout` does.
 
 Arithmetic. uint32 words are held in int64 tensors; the 32 x 32 -> 64 products are
 split into 16-bit halves so no intermediate leaves the int64 range.

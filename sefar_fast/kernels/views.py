@@ -27,6 +27,7 @@ program samples another sample's frames.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -164,13 +165,21 @@ def _upload(dev: torch.device, parts: list[torch.Tensor], dtype: torch.dtype) ->
     return [p.reshape(-1).to(dev, dtype).contiguous() for p in parts]
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(device: torch.device, dtype: torch.dtype, values: tuple) -> torch.Tensor:
+    """A small constant of a run (normalisation, element of each frame) on `device`, uploaded once."""
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
 def _view_tensors(frames: torch.Tensor, params: ViewParams, mean, std, extra_ints=()):
-    """(box, scale, norm) float32 and (flip, order, *extra_ints) int32 on the frames' device."""
+    """(box, scale) float32, norm (mean then std, float32) and (flip, order, *extra_ints) int32 on the
+    frames' device. Parameters already there in those dtypes (`train.draws`) are used as they are."""
     b, k = frames.shape[:2]
-    order = params.order if params.order is not None else torch.arange(k).expand(b, k)
-    floats = _upload(frames.device, [params.box, params.channel_scale, torch.tensor([*mean, *std])], torch.float32)
+    order = params.order if params.order is not None else torch.arange(k, device=frames.device).expand(b, k)
+    floats = _upload(frames.device, [params.box, params.channel_scale], torch.float32)
+    norm = _constant(frames.device, torch.float32, (*map(float, mean), *map(float, std)))
     ints = _upload(frames.device, [params.flip, order, *extra_ints], torch.int32)
-    return floats, ints
+    return (*floats, norm), ints
 
 
 def dense_samples(frames_u8: torch.Tensor) -> torch.Tensor:
@@ -216,7 +225,7 @@ def prepare_strong_mixed(frames_u8: torch.Tensor, params: ViewParams, mean: Sequ
     other): the kernel writes sample b's clean pixels into the mixed view of partner^-1(b)."""
     b, k, h0, w0, _ = frames_u8.shape
     size = params.out_size
-    frame_el = torch.repeat_interleave(torch.arange(len(elements)), torch.tensor(list(elements)))
+    frame_el = _constant(frames_u8.device, torch.int32, tuple(e for e, n in enumerate(elements) for _ in range(n)))
     partner = partner.long()
     inverse = torch.empty_like(partner).index_copy_(0, partner, torch.arange(b, device=partner.device))
     (box, scale, norm), (flip, order, inverse, frame_el, tube) = _view_tensors(

@@ -66,7 +66,7 @@ def mix_targets(
     mu: torch.Tensor, eta: torch.Tensor, lam: float, partner: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_mix [B, C], eta_mix [B]) from teacher means mu [B, C] and weights eta [B]; pass the realised lam."""
-    partner = partner.to(mu.device)
+    partner = partner.to(mu.device).long()
     y_mix = lam * mu + (1.0 - lam) * mu[partner]
     eta_mix = lam * eta + (1.0 - lam) * eta[partner]
     return y_mix, eta_mix

@@ -259,8 +259,8 @@ def build_views(
     dev = frames_u8.device
     size = params.out_size
     box = params.box.to(dev, torch.float32)
-    flip = params.flip.to(dev)
-    order = params.order.to(dev) if params.order is not None else torch.arange(k, device=dev).expand(b, k)
+    flip = params.flip.to(dev).bool()
+    order = params.order.to(dev).long() if params.order is not None else torch.arange(k, device=dev).expand(b, k)
 
     y_lo, y_hi, wy = _axis_taps(box[:, 0], box[:, 2], size, h0)
     x_lo, x_hi, wx = _axis_taps(box[:, 1], box[:, 3], size, w0)
@@ -326,7 +326,7 @@ def mix_views(
         raise SefarError(f"crop size {s}x{s2} is not the patch grid {hp}x{wp} times patch {patch}")
     dev = strong_dropped.device
     counts = torch.tensor(list(elements), device=dev)
-    per_frame = torch.repeat_interleave(tube_mask.to(dev), counts, dim=0)  # [K, Hp, Wp]
+    per_frame = torch.repeat_interleave(tube_mask.to(dev).bool(), counts, dim=0)  # [K, Hp, Wp]
     pixel_mask = per_frame.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)  # [K, S, S]
-    partner_view = strong_clean[partner.to(dev)]
+    partner_view = strong_clean[partner.to(dev).long()]
     return torch.where(pixel_mask[None, :, None], strong_dropped, partner_view)

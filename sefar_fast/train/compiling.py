@@ -1,7 +1,11 @@
-"""torch.compile for the training step.
+"""torch.compile for the training step (the student's forward, and the teacher's features).
 
-Two things on top of a bare `torch.compile(net)`:
+Three things on top of a bare `torch.compile(net)`:
 
+- static shapes (`dynamic=False`): each phase of a run has one batch shape (the warm-up's
+  labeled rows, the semi-supervised [labeled; strong; mixed] rows), so a phase compiles once
+  and keeps a graph specialised to its shapes; dynamo's default would turn the second shape
+  into one dynamic-shape graph for both, slower and unable to use CUDA graphs.
 - inductor's memory-coalescing analysis is switched off. torch 2.11 (cu130) stops with a
   bare `AssertionError` in `tiling_utils._solve_simple_expr` on this project's step (an
   index with modular arithmetic it cannot solve); without the analysis the step compiles
@@ -30,16 +34,17 @@ def configure_inductor() -> None:
 
 
 class CompiledForward:
-    """`net` compiled; calls go eagerly to `net` once the compiler has failed, when `on_fallback`
-    is given (it gets one line saying why). Without it a compiler failure is raised."""
+    """`net` (a module or a function) compiled; calls go eagerly to `net` once the compiler has
+    failed, when `on_fallback` is given (it gets one line saying why). Without it a compiler
+    failure is raised."""
 
-    def __init__(self, net: torch.nn.Module, on_fallback: Callable[[str], None] | None = None):
+    def __init__(self, net: Callable, on_fallback: Callable[[str], None] | None = None):
         configure_inductor()
         self.net = net
         self.on_fallback = on_fallback
         self.error: str | None = None  # why the step runs eagerly, once the compiler failed
         try:
-            self.compiled = torch.compile(net)
+            self.compiled = torch.compile(net, dynamic=False)
         except RuntimeError as e:  # torch.compile itself refuses (e.g. a Python its dynamo does not support)
             self._fall_back(e)
 

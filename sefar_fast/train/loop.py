@@ -55,6 +55,7 @@ from sefar_fast.train.signals import Interrupted, StopRequest, signal_self_for_t
 from sefar_fast.train.state import TrainState
 from sefar_fast.train.step import TrainStep
 from sefar_fast.train.telemetry import DataWaitMeter, StepProfiler
+from sefar_fast.train.update import make_optimizer
 
 ON_NAN = ("skip", "stop")
 
@@ -269,7 +270,11 @@ class Trainer:
             self.report.say(f"pretrained: {load_pretrained(model, cfg.model.pretrained).summary()}")
         if cfg.model.checkpoint_activations:
             model.set_grad_checkpointing(True)
-        self.state = TrainState(model, self.make_optimizer(model))
+        o = cfg.optim
+        optimizer = make_optimizer(o.name, model.parameters(), lr=self.base_lr, weight_decay=o.weight_decay,
+                                   momentum=o.momentum, nesterov=o.nesterov)
+        # On CUDA with bf16 the teacher's forward reads a bf16 copy of its weights (train.ema).
+        self.state = TrainState(model, optimizer, teacher_dtype=torch.bfloat16 if self.amp else None)
         if self.resuming:
             self.resume()
             if self.dist.is_main:  # only once the run was accepted: a refused resume leaves the folder as it was
@@ -282,15 +287,6 @@ class Trainer:
 
     def write_config(self) -> None:
         atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-
-    def make_optimizer(self, model) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        if o.name == "adamw":
-            # capturable keeps Adam's step count on the device, so the NaN guard never syncs for it
-            return torch.optim.AdamW(model.parameters(), lr=self.base_lr, weight_decay=o.weight_decay,
-                                     capturable=self.device.type == "cuda")
-        return torch.optim.SGD(model.parameters(), lr=self.base_lr, momentum=o.momentum, nesterov=o.nesterov,
-                               weight_decay=o.weight_decay)
 
     def make_loaders(self) -> tuple[ClipLoader, ClipLoader | None]:
         """Labeled (one view) and unlabeled (weak + strong views, method.unlabeled_ratio x as many) loaders."""
@@ -357,11 +353,17 @@ class Trainer:
         self.saved_at = self.state.progress.global_step
 
     def check_skips(self, stats: dict) -> None:
-        """Skipped optimizer steps (non-finite loss or gradient): a warning, or the end under --on-nan stop."""
+        """Skipped optimizer steps (non-finite loss or gradient): a warning, or the end under --on-nan stop.
+        An update that left non-finite weights ends the run under either policy."""
+        p = self.state.progress
+        if stats.get("diverged_steps"):
+            last = (f"the last good checkpoint is {self.files.last} (step {self.saved_at})"
+                    if self.saved_at is not None else "no checkpoint was written before it")
+            raise SefarError(f"an optimizer step in epoch {p.epoch + 1} left non-finite weights (the update "
+                             f"overflowed: lower optim.lr); {last}")
         skipped = stats.get("skipped_steps", 0)
         if not skipped:
             return
-        p = self.state.progress
         first = p.global_step - p.step + stats["first_skipped"]
         if self.on_nan == "stop":
             last = (f"the last good checkpoint is {self.files.last} (step {self.saved_at})"

@@ -48,9 +48,10 @@ class Progress:
 class TrainState:
     """The student, its optimizer, the teacher once it exists, progress and loader positions."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, teacher_dtype: torch.dtype | None = None):
         self.model = model
         self.optimizer = optimizer
+        self.teacher_dtype = teacher_dtype  # of the teacher's forward copy (train.ema); None: its own weights
         self.teacher: EmaTeacher | None = None
         self.progress = Progress()
         self.loader_positions: dict[str, dict] = {}  # loader name -> ClipLoader.state_dict()
@@ -59,7 +60,7 @@ class TrainState:
     def start_teacher(self) -> EmaTeacher:
         """The EMA teacher; created as a copy of the student the first time it is asked for."""
         if self.teacher is None:
-            self.teacher = EmaTeacher.create(self.model)
+            self.teacher = EmaTeacher.create(self.model, self.teacher_dtype)
         return self.teacher
 
     def end_epoch(self, metrics: dict, *, last: bool) -> bool:
