@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sefar_fast.data.adapters import GYM_NEW_PAIRS, load_source
+from sefar_fast.data.adapters import load_source
 from sefar_fast.data.prepare import prepare_from_spec
 from sefar_fast.data.store import ClipStore
 from sefar_fast.errors import SefarError
@@ -60,18 +60,44 @@ def test_lists_folder_with_class_names(tmp_path):
     (lists / "train.csv").write_bytes(b"/root/video/a.mp4 1\r\n/root/video/b.mp4 0\r\n")
     (lists / "unlabel.csv").write_bytes(b"/root/video/c.mp4 2")
     (lists / "val.csv").write_bytes(b"/root/video/d.mp4 2\n")
+    (lists / "test.csv").write_bytes(b"/root/video/d.mp4 2\n")  # the authors' test.csv is their val.csv
     src = load_source(f"lists:{lists}", root=tmp_path / "data", path_prefix="/root/video")
     assert [(c.clip_id, c.label, c.split) for c in src.clips] == [
         ("a", 1, "train"), ("b", 0, "train"), ("c", 2, "unlabel"), ("d", 2, "val")]
     assert src.clips[0].path == tmp_path / "data" / "a.mp4"
     assert src.class_names == ["class_0", "class_1", "class_2"]
-    (lists / "classes.txt").write_text("x\ny\n")
+    assert src.notes == ["test.csv lists the same clips as val.csv (as the authors ship it): read once, as val"]
+    (tmp_path / "classes.txt").write_text("jump\nspin\nturn\n")  # beside the list folder: shared by its splits
+    assert load_source(f"lists:{lists}", root=tmp_path).class_names == ["jump", "spin", "turn"]
+    (lists / "classes.txt").write_text("x\ny\n")  # the list folder's own wins
     with pytest.raises(SefarError, match="unlabel.csv:1: label 2 is out of range"):
         load_source(f"lists:{lists}", root=tmp_path)
     (lists / "val.csv").write_text("/root/video/a.mp4 1\n")
+    (lists / "test.csv").unlink()
     (lists / "classes.txt").write_text("x\ny\nz\n")
     with pytest.raises(SefarError, match="duplicate clip id"):
         load_source(f"lists:{lists}", root=tmp_path)
+
+
+def test_mmaction2_rawframe_lists_as_a_source(tmp_path):
+    for clip, label in (("v_a", 0), ("v_b", 1), ("v_c", 1)):
+        folder = tmp_path / "rawframes" / clip
+        folder.mkdir(parents=True)
+        for i in (1, 2):  # RGB frames and the flow images mmaction2's extraction writes beside them
+            for prefix in ("img", "flow_x", "flow_y"):
+                Image.fromarray(np.full((8, 8, 3), 40 * label, np.uint8)).save(folder / f"{prefix}_{i:05d}.jpg")
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "hmdb51_train_split_1_rawframes.txt").write_text("v_a 2 0\nv_b 2 1\n")
+    (ann / "hmdb51_val_split_1_rawframes.txt").write_text("v_c 2 1\n")
+    for spec in (f"lists:{ann}", f"rawframes:{ann / 'hmdb51_train_split_1_rawframes.txt'}"):
+        src = load_source(spec, root=tmp_path)
+        assert [(c.clip_id, c.path, c.split) for c in src.clips] == [
+            ("v_a", tmp_path / "rawframes/v_a", "train"), ("v_b", tmp_path / "rawframes/v_b", "train"),
+            ("v_c", tmp_path / "rawframes/v_c", "val")]
+    summary = prepare_from_spec(f"lists:{ann}", tmp_path / "store", root=tmp_path, workers=1)
+    assert not summary["failed"]
+    assert [r.num_frames for r in ClipStore.open(tmp_path / "store").records] == [2, 2, 2]  # flow images left out
 
 
 def test_ucf101_official_split(tmp_path):
@@ -100,82 +126,6 @@ def test_hmdb51_official_split(tmp_path):
     assert src.class_names == ["brush_hair", "cartwheel"]
     assert [(c.clip_id, c.label, c.split) for c in src.clips] == [
         ("a", 0, "train"), ("b", 0, "test"), ("c", 0, "train"), ("e", 1, "test")]
-
-
-GYM_CATEGORIES = """Clabel:   0; set:  1; Glabel:   1; (VT) round-off, flic-flac 0.5 turn on
-Clabel:   1; set: 21; Glabel:  67; (FX) switch leap 0.5 turn
-Clabel:   2; set: 22; Glabel: 134; (FX) 2 turn
-Clabel:   3; set: 41; Glabel: 398; (UB) pike sole circle
-Clabel:   4; set: 41; Glabel: 399; (UB) giant circle
-Clabel:   5; set: 42; Glabel: 453; (UB) counter straddle
-"""
-
-
-def make_finegym(root):
-    (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "gym99_categories.txt").write_text(GYM_CATEGORIES)
-    ids = {"train": [("yt1_E_000010_000020_A_0001_0002", 3), ("yt1_E_000010_000020_A_0003_0004", 5),
-                     ("yt2_E_000005_000009_A_0000_0001", 1)],
-           "val": [("yt2_E_000005_000009_A_0002_0003", 0), ("yt3_E_000100_000110_A_0000_0001", 4)]}
-    (root / "annotations" / "gym99_train_element_v1.1.txt").write_text(
-        "".join(f"{i} {label}\n" for i, label in ids["train"]))
-    (root / "annotations" / "gym99_val_element.txt").write_text("".join(f"{i} {label}\n" for i, label in ids["val"]))
-    annotation = {
-        "yt1": {"E_000010_000020": {"event": 4, "timestamps": [[10.0, 20.0]], "segments": {
-            "A_0001_0002": {"timestamps": [[0.2, 0.5]]}, "A_0003_0004": {"timestamps": [[0.6, 0.9]]}}}},
-        "yt3": {"E_000100_000110": {"event": 4, "timestamps": [[0.5, 1.5]], "segments": {
-            "A_0000_0001": {"timestamps": [[0.1, 0.4]]}}}},
-    }
-    (root / "finegym_annotation_info_v1.1.json").write_text(json.dumps(annotation))
-    write_video(root / "clips" / "yt2_E_000005_000009_A_0000_0001.mp4")  # an element's own clip
-    write_video(root / "events" / "yt1_E_000010_000020.mp4")  # an event video, elements cut by time
-    write_video(root / "full" / "yt3.mp4", n=20)  # a full video: event start + element time
-    return ids
-
-
-def test_finegym_clips_windows_and_subsets(tmp_path):
-    make_finegym(tmp_path)
-    src = load_source("gym99", root=tmp_path)
-    assert len(src.class_names) == 6 and src.class_names[3] == "(UB) pike sole circle"
-    by_id = {c.clip_id: c for c in src.clips}
-    own = by_id["yt2_E_000005_000009_A_0000_0001"]
-    assert own.path.name == "yt2_E_000005_000009_A_0000_0001.mp4" and own.start is None
-    cut = by_id["yt1_E_000010_000020_A_0003_0004"]
-    assert cut.path.name == "yt1_E_000010_000020.mp4" and (cut.start, cut.end) == (0.6, 0.9)
-    full = by_id["yt3_E_000100_000110_A_0000_0001"]
-    assert full.path.name == "yt3.mp4" and (full.start, full.end) == pytest.approx((0.6, 0.9))
-    missing = by_id["yt2_E_000005_000009_A_0002_0003"]
-    assert missing.path == tmp_path / "yt2_E_000005_000009_A_0002_0003.mp4"
-    ub = load_source("gym99:UB", root=tmp_path)
-    assert ub.class_names == ["(UB) pike sole circle", "(UB) giant circle", "(UB) counter straddle"]
-    assert sorted((c.clip_id[:3], c.label) for c in ub.clips) == [("yt1", 0), ("yt1", 2), ("yt3", 1)]
-    ub_s1 = load_source("gym99:UB_S1", root=tmp_path)
-    assert len(ub_s1.class_names) == 2 and sorted(c.label for c in ub_s1.clips) == [0, 1]
-    with pytest.raises(SefarError, match="sets S1..S2"):
-        load_source("gym99:UB_S3", root=tmp_path)
-    # prepare decodes the own clip, the cut windows, and reports the missing one
-    summary = prepare_from_spec("gym99", tmp_path / "store", root=tmp_path, workers=1)
-    assert [f["clip_id"] for f in summary["failed"]] == ["yt2_E_000005_000009_A_0002_0003"]
-    store = ClipStore.open(tmp_path / "store")
-    frames = {r.clip_id: r.num_frames for r in store.records}
-    assert frames["yt2_E_000005_000009_A_0000_0001"] == 10
-    assert frames["yt1_E_000010_000020_A_0003_0004"] == 3  # 0.6, 0.7, 0.8 s at 10 fps
-    assert frames["yt3_E_000100_000110_A_0000_0001"] == 3
-
-
-def test_gym_new_relabels_gym288_pairs(tmp_path):
-    ann = tmp_path / "annotations"
-    ann.mkdir()
-    olds = [106, 117, 241, 5]
-    ann.joinpath("gym288_categories.txt").write_text("".join(
-        f"Clabel: {c}; set: 41; Glabel: {c}; (UB) move {c}\n" for c in olds))
-    ann.joinpath("gym288_train_element_v1.1.txt").write_text("a_E_1_2_A_1_2 106\nb_E_1_2_A_1_2 117\nc_E_1_2_A_1_2 5\n")
-    ann.joinpath("gym288_val_element.txt").write_text("d_E_1_2_A_1_2 241\n")
-    src = load_source("gym-new", root=tmp_path)
-    assert len(src.class_names) == 40 == 2 * len(GYM_NEW_PAIRS)
-    assert src.class_names[:2] == ["move 106", "move 117"] and src.class_names[24] == "move 241"
-    assert [(c.clip_id[0], c.label, c.split) for c in src.clips] == [("a", 0, "train"), ("b", 1, "train"),
-                                                                     ("d", 24, "val")]
 
 
 def test_finediving_frame_folders_and_pickles(tmp_path):

@@ -5,19 +5,21 @@ clip store. Specs:
 
     folder:DIR          DIR/<class>/<video or frame folder>; or DIR/<split>/<class>/... with
                         split folders train/ unlabel/ val/ test/. Classes sorted by name.
-    lists:DIR           reference list folder (train.csv, unlabel.csv, val.csv, test.csv of
-                        `<path> <label>`); paths remapped under `root` (see lists.PathResolver).
-                        Class names from DIR/classes.txt (one per line) if present.
+    lists:DIR           list folder: the released code's train.csv, unlabel.csv, val.csv, test.csv
+    lists:FILE[,FILE]   (`<path> <label>`), or mmaction2's video / rawframe lists (`gym99_train.txt`,
+                        `..._rawframes.txt`), or the list files themselves (see `data.lists`).
+                        Paths remapped under `root` (lists.PathResolver). Class names from classes.txt
+                        in the list folder or its parent (one name per line in label order, or
+                        FineGym category lines), else class_0, class_1, ...
+    rawframes:...       the same, every file read as an mmaction2 rawframe list (`dir frames label`).
     ucf101[:N]          root/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt, videos anywhere
                         under root (UCF-101/<class>/v_*.avi). N = official split 1..3 (default 1).
     hmdb51[:N]          root/testTrainMulti_7030_splits/<class>_test_splitN.txt; id 2 = test, 1 and 0
                         = train pool (the released lists use every non-test clip).
-    gym99[:SUB]         FineGym: gym99_categories.txt, gym99_train_element_v1.1.txt, gym99_val_element.txt
-    gym288[:SUB]        (and gym288_*); SUB = an event (VT, FX, BB, UB) or its first set (UB_S1, FX_S1, ...),
-                        classes renumbered in label order. Clip videos `<clip id>.mp4` anywhere under
-                        root; a clip without its own file is cut from its event video
-                        `<ytid>_E_<s>_<e>.mp4` or full video `<ytid>.mp4` with the timestamps of
-                        finegym_annotation_info_v1.1.json (segment times relative to the event start).
+    gym99[:OPTS]        FineGym (`data.finegym`): the official annotation files or mmaction2's prepared
+    gym288[:OPTS]       layout. OPTS, comma separated: an event (VT, FX, BB, UB) or one of its sets
+                        (UB_S1, FX_S1, ...), classes renumbered in label order; `lists=DIR`: the
+                        split of the authors' list folder DIR instead of the element lists.
     gym-new             Gym-New: the 40-class relabelled subset of Gym288 (forward/backward pairs).
     finediving          FineDiving: frame folders root/FINADiving_MTL_256s/<competition>/<index>/,
                         FineDiving_fine-grained_annotation.pkl (key -> action type) and
@@ -25,25 +27,30 @@ clip store. Specs:
     ssv2                Something-Something v2: labels.json, train.json, validation.json, webm videos
                         `<id>.webm` under root (the unlabelled test set is not used).
 
-Annotation files are looked up in root, root/annotations and root/labels. Nothing is fetched
-from the network. A missing video is not an error here: prepare reports it and goes on.
+Annotation files are looked up in root and its annotation folders (`lists.ANNOTATION_DIRS`).
+Nothing is fetched from the network. A missing video is not an error here: prepare reports it and goes on.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sefar_fast.data.lists import read_split_folder
+from sefar_fast.data.finegym import finegym_clips, gym_new_clips
+from sefar_fast.data.lists import (
+    ANNOTATION_DIRS,
+    VIDEO_SUFFIXES,
+    find_annotation_file,
+    read_class_names,
+    read_splits,
+    walk_clip_files,
+)
 from sefar_fast.data.video import frame_files
 from sefar_fast.errors import SefarError
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
 SPLIT_DIRS = ("train", "unlabel", "val", "test")
-ANNOTATION_DIRS = (".", "annotations", "annotation", "labels")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class SourceSet:
     name: str
     clips: list[SourceClip]
     class_names: list[str]
+    notes: list[str] = field(default_factory=list)  # what the reader decided for the user to know
 
     def check(self) -> None:
         """SefarError for a duplicate clip id or a label outside 0..C-1 (-1, unknown, is allowed)."""
@@ -88,19 +96,18 @@ def require_root(root, spec: str) -> Path:
 
 
 def find_annotation(root: Path, *names: str) -> Path:
-    for d in ANNOTATION_DIRS:
-        for name in names:
-            if (root / d / name).is_file():
-                return root / d / name
+    found = find_annotation_file(root, names)
+    if found is not None:
+        return found
     raise SefarError(
         f"{names[0]} not found in {root} (looked in {', '.join(ANNOTATION_DIRS)}); download the annotations"
     )
 
 
 def index_videos(root: Path) -> dict[str, Path]:
-    """Video files under root keyed by file stem (first found wins, in sorted path order)."""
+    """Video files under root keyed by file stem (first found wins, in walk order)."""
     found: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
+    for p in walk_clip_files(root):
         if p.suffix.lower() in VIDEO_SUFFIXES and p.stem not in found and p.is_file():
             found[p.stem] = p
     return found
@@ -134,11 +141,14 @@ def folder_source(folder: Path) -> SourceSet:
     return SourceSet(f"folder:{folder}", clips, classes)
 
 
-# ---- reference list folders ----------------------------------------------------------------------------------------
-def lists_source(folder: Path, root=None, path_prefix=None) -> SourceSet:
+# ---- list folders and files ---------------------------------------------------------------------------------------
+def lists_source(spec: str, root=None, path_prefix=None, fmt: str = "auto") -> SourceSet:
+    first = Path(spec.split(",")[0])
+    folder = first if first.is_dir() else first.parent
     names_file = next((p for p in (folder / "classes.txt", folder.parent / "classes.txt") if p.is_file()), None)
-    names = read_lines(names_file) if names_file else None
-    splits = read_split_folder(folder, num_classes=len(names) if names else None, root=root, path_prefix=path_prefix)
+    names = read_class_names(names_file) if names_file else None
+    splits, notes = read_splits(spec, num_classes=len(names) if names else None, root=root, path_prefix=path_prefix,
+                                fmt=fmt)
     num_classes = len(names) if names else 1 + max(e.label for es in splits.values() for e in es)
     clips, id_of_path, used = [], {}, set()
     for split, entries in splits.items():
@@ -149,7 +159,18 @@ def lists_source(folder: Path, root=None, path_prefix=None) -> SourceSet:
             used.add(clip_id)
             id_of_path[e.path] = clip_id
             clips.append(SourceClip(clip_id, e.path, e.label, split))
-    return SourceSet(f"lists:{folder}", clips, names or [f"class_{i}" for i in range(num_classes)])
+    kind = "rawframes" if fmt == "rawframes" else "lists"
+    return SourceSet(f"{kind}:{spec}", clips, names or [f"class_{i}" for i in range(num_classes)], notes)
+
+
+def finegym_source(root: Path, which: str, options: str = "") -> SourceSet:
+    clips, names, notes = finegym_clips(root, which, options)
+    return SourceSet(f"{which}:{options}" if options else which, [SourceClip(*c) for c in clips], names, notes)
+
+
+def gym_new_source(root: Path) -> SourceSet:
+    clips, names, notes = gym_new_clips(root)
+    return SourceSet("gym-new", [SourceClip(*c) for c in clips], names, notes)
 
 
 # ---- UCF101 / HMDB51 -----------------------------------------------------------------------------------------------
@@ -193,104 +214,6 @@ def hmdb51_source(root: Path, split: int) -> SourceSet:
             path = videos.get(stem, root / "hmdb51" / cls / name)
             clips.append(SourceClip(clip_id, path, label, "test" if tag == "2" else "train"))
     return SourceSet(f"hmdb51:{split}", clips, classes)
-
-
-# ---- FineGym -------------------------------------------------------------------------------------------------------
-CATEGORY_RE = re.compile(r"Clabel:\s*(\d+);\s*set:\s*(\d+);\s*Glabel:\s*(\d+);\s*\((\w+)\)\s*(.*)")
-CLIP_ID_RE = re.compile(r"^(?P<ytid>.+)_(?P<event>E_\d+_\d+)_(?P<action>A_\d+_\d+)$")
-
-# Gym-New: new label 2k / 2k+1 = these Gym288 labels (forward / backward direction pairs).
-GYM_NEW_PAIRS = [(106, 117), (107, 118), (108, 122), (109, 123), (208, 216), (209, 217), (211, 225), (212, 222),
-                 (213, 223), (234, 236), (237, 244), (239, 243), (241, 246), (248, 250), (249, 251), (254, 255),
-                 (257, 259), (258, 260), (271, 272), (277, 278)]
-
-
-def read_gym_categories(path: Path) -> list[tuple[int, int, str, str]]:
-    """(label, set id, event, name) per line of a FineGym *_categories.txt."""
-    out = []
-    for number, line in enumerate(read_lines(path), 1):
-        m = CATEGORY_RE.match(line)
-        if not m:
-            raise SefarError(f"{path}:{number}: not a FineGym category line: {line!r}")
-        out.append((int(m.group(1)), int(m.group(2)), m.group(4), m.group(5).strip()))
-    return out
-
-
-def gym_subset(categories, subset: str | None) -> dict[int, int]:
-    """Old label -> new label for an event subset ("UB") or an event's first set ("UB_S1")."""
-    if not subset:
-        return {c[0]: c[0] for c in categories}
-    event, _, set_part = subset.upper().partition("_")
-    chosen = [c for c in categories if c[2] == event]
-    if not chosen:
-        raise SefarError(f"FineGym subset {subset!r}: no classes of event {event!r} (events: VT, FX, BB, UB)")
-    if set_part:
-        sets = sorted({c[1] for c in chosen})
-        k = int(set_part[1:]) if set_part[:1] == "S" and set_part[1:].isdigit() else 0
-        if not 1 <= k <= len(sets):
-            raise SefarError(f"FineGym subset {subset!r}: event {event} has sets S1..S{len(sets)}")
-        chosen = [c for c in chosen if c[1] == sets[k - 1]]
-    return {c[0]: i for i, c in enumerate(sorted(chosen))}
-
-
-def gym_clip_path(clip_id: str, videos: dict[str, Path], annotation: dict | None, root: Path):
-    """(path, start, end) of a FineGym element: its own clip file, else a window of its event or full video."""
-    if clip_id in videos:
-        return videos[clip_id], None, None
-    m = CLIP_ID_RE.match(clip_id)
-    if m and annotation is not None:
-        try:
-            event = annotation[m["ytid"]][m["event"]]
-            seg_start, seg_end = event["segments"][m["action"]]["timestamps"][0]
-            event_start = event["timestamps"][0][0]
-        except (KeyError, IndexError, TypeError):
-            event = None
-        if event is not None:
-            event_stem = f"{m['ytid']}_{m['event']}"
-            if event_stem in videos:
-                return videos[event_stem], float(seg_start), float(seg_end)
-            if m["ytid"] in videos:
-                return videos[m["ytid"]], float(event_start + seg_start), float(event_start + seg_end)
-    return root / f"{clip_id}.mp4", None, None
-
-
-def finegym_source(root: Path, which: str, subset: str | None = None, relabel: dict[int, int] | None = None,
-                   names: list[str] | None = None, name: str | None = None) -> SourceSet:
-    categories = read_gym_categories(find_annotation(root, f"{which}_categories.txt"))
-    mapping = relabel or gym_subset(categories, subset)
-    if names is None:
-        by_label = {c[0]: f"({c[2]}) {c[3]}" for c in categories}
-        names = [by_label[old] for old, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-    try:
-        annotation = json.loads(find_annotation(root, "finegym_annotation_info_v1.1.json",
-                                                "finegym_annotation_info_v1.0.json").read_text())
-    except SefarError:
-        annotation = None  # only needed to cut elements out of longer videos
-    videos = index_videos(root)
-    clips = []
-    for split, files in (("train", (f"{which}_train_element_v1.1.txt", f"{which}_train_element.txt")),
-                         ("val", (f"{which}_val_element.txt", f"{which}_val_element_v1.1.txt"))):
-        path = find_annotation(root, *files)
-        for number, line in enumerate(read_lines(path), 1):
-            fields = line.split()
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-                raise SefarError(f"{path}:{number}: expected '<clip id> <label>', got {line!r}")
-            old = int(fields[1])
-            if old not in mapping:
-                continue
-            p, start, end = gym_clip_path(fields[0], videos, annotation, root)
-            clips.append(SourceClip(fields[0], p, mapping[old], split, start, end))
-    return SourceSet(name or (f"{which}:{subset}" if subset else which), clips, names)
-
-
-def gym_new_source(root: Path) -> SourceSet:
-    categories = {c[0]: c[3] for c in read_gym_categories(find_annotation(root, "gym288_categories.txt"))}
-    relabel, names = {}, []
-    for k, pair in enumerate(GYM_NEW_PAIRS):
-        for j, old in enumerate(pair):
-            relabel[old] = 2 * k + j
-            names.append(categories.get(old, f"gym288 class {old}"))
-    return finegym_source(root, "gym288", relabel=relabel, names=names, name="gym-new")
 
 
 # ---- FineDiving ----------------------------------------------------------------------------------------------------
@@ -355,17 +278,17 @@ def load_source(spec: str, *, root=None, path_prefix: str | None = None) -> Sour
     kind = kind.lower()
     if kind == "folder":
         source = folder_source(Path(arg or require_root(root, spec)))
-    elif kind == "lists":
+    elif kind in ("lists", "rawframes"):
         if not arg:
-            raise SefarError("lists:DIR needs the list folder, e.g. lists:splits/finegym/all99_5")
-        source = lists_source(Path(arg), root=root, path_prefix=path_prefix)
+            raise SefarError(f"{kind}:DIR needs the list folder or files, e.g. {kind}:splits/finegym/all99_5")
+        source = lists_source(arg, root=root, path_prefix=path_prefix, fmt="rawframes" if kind == "rawframes" else "auto")
     elif kind in ("ucf101", "hmdb51"):
         split = int(arg) if arg.isdigit() else 1
         if not 1 <= split <= 3:
             raise SefarError(f"{kind} has official splits 1, 2 and 3, not {arg!r}")
         source = (ucf101_source if kind == "ucf101" else hmdb51_source)(require_root(root, spec), split)
     elif kind in ("gym99", "gym288"):
-        source = finegym_source(require_root(root, spec), kind, subset=arg or None)
+        source = finegym_source(require_root(root, spec), kind, arg)
     elif kind in ("gym-new", "gymnew", "finegym-new"):
         source = gym_new_source(require_root(root, spec))
     elif kind == "finediving":
@@ -374,8 +297,8 @@ def load_source(spec: str, *, root=None, path_prefix: str | None = None) -> Sour
         source = ssv2_source(require_root(root, spec))
     else:
         raise SefarError(
-            f"unknown data source {spec!r}; use folder:DIR, lists:DIR, ucf101, hmdb51, gym99, gym288, gym-new, "
-            "finediving or ssv2"
+            f"unknown data source {spec!r}; use folder:DIR, lists:DIR, rawframes:DIR, ucf101, hmdb51, gym99, gym288, "
+            "gym-new, finediving or ssv2"
         )
     source.check()
     return source

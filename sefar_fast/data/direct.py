@@ -42,8 +42,8 @@ from sefar_fast.io import atomic_write_json, cache_root
 VIDEO_PREFIX = "video:"
 INDEX_FORMAT, INDEX_VERSION = "sefar-video-index", 1
 # Source kinds `adapters.load_source` knows; anything else after "video:" is a folder-per-class path.
-SOURCE_KINDS = ("folder", "lists", "ucf101", "hmdb51", "gym99", "gym288", "gym-new", "gymnew", "finegym-new",
-                "finediving", "ssv2", "something-something-v2")
+SOURCE_KINDS = ("folder", "lists", "rawframes", "ucf101", "hmdb51", "gym99", "gym288", "gym-new", "gymnew",
+                "finegym-new", "finediving", "ssv2", "something-something-v2")
 # Keep a keyframe for seeking only this many frames after the previous kept one: a read then
 # decodes at most this many frames too many, and the index stays small for all-intra codecs.
 KEYFRAME_MIN_GAP = 8

@@ -25,6 +25,7 @@ from PIL import Image
 from sefar_fast.errors import SefarError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+FLOW_IMAGE = re.compile(r"^(flow_)?[xy]_\d", re.IGNORECASE)  # flow_x_00001.jpg, x_00001.jpg
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -137,9 +138,10 @@ def _natural_key(name: str):
 
 
 def frame_files(folder) -> list[Path]:
-    """The image files of a frame folder in natural order (img_2 before img_10)."""
+    """The image files of a frame folder in natural order (img_2 before img_10), without the optical
+    flow images that mmaction2's extraction (denseflow) writes beside the RGB frames."""
     folder = Path(folder)
-    frames = (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    frames = (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not FLOW_IMAGE.match(p.name))
     return sorted(frames, key=lambda p: _natural_key(p.name))
 
 

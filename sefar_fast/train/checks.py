@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sefar_fast.config import Config
+from sefar_fast.data.lists import LIST_SUFFIXES
 from sefar_fast.errors import SefarError
 from sefar_fast.models.sizes import arch_spec
 
@@ -31,8 +32,12 @@ def preflight(cfg: Config) -> None:
     if d.root is not None and not Path(d.root).is_dir():
         raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
     kind, sep, where = d.name.partition(":")
-    if sep and kind in ("store", "lists", "folder") and not Path(where).is_dir():
+    if sep and kind in ("store", "folder") and not Path(where).is_dir():
         raise SefarError(f"--data {d.name}: folder {where} does not exist")
+    for path in where.split(",") if sep and kind in ("lists", "rawframes") else []:
+        if not Path(path).exists():
+            what = "list file" if Path(path).suffix.lower() in LIST_SUFFIXES else "folder"
+            raise SefarError(f"--data {d.name}: {what} {path} does not exist")
     patch = arch_spec(model.arch, model.patch_size).patch_size
     if d.crop % patch:
         raise SefarError(f"data.crop {d.crop} is not a multiple of the patch size {patch} of {model.arch}; "
