@@ -233,19 +233,28 @@ def data_synth(
     console.print(f"[green]synth[/] {len(store.records)} clips, {len(store.class_names)} classes at {root}")
 
 
-@data_app.command("info", epilog="Example:\n\n    sefar data info --data synth")
+@data_app.command("info", epilog="Examples:\n\n"
+                  "    sefar data info --data lists:SeFAR/dataset/finegym/all99_5 --root /data/gym\n\n"
+                  "    sefar data info --data gym99 --root /data/gym            # FineGym's files or mmaction2's\n\n"
+                  "    sefar data info --data synth")
 def data_info(
-    data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec."),
+    data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec (as for sefar train)."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset."),
-    label_rate: float = typer.Option(0.1, "--label-rate", help="Label rate for the split counts."),
+    label_rate: Optional[float] = typer.Option(None, "--label-rate", help="Label rate for the split counts "
+                                               "(default: the preset's, e.g. 0.05 for gym99)."),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the labeled/unlabeled split."),
 ):
-    """Show a dataset's classes and split sizes as sefar will read them."""
+    """Show a dataset's classes and split sizes as sefar train will read them, from the list and annotation
+    files alone (nothing is decoded), with how many clip files are missing under --root."""
     from sefar_fast.config import build_config
-    from sefar_fast.data.datasets import open_dataset
+    from sefar_fast.data.info import source_info
 
-    cfg = build_config(data, None, {"data.root": root, "data.label_rate": label_rate}, [])
-    ds = open_dataset(cfg)
-    console.print(ds.describe())
+    cfg = build_config(data, None, {"data.root": root, "data.label_rate": label_rate,
+                                    "data.split_seed": split_seed}, [])
+    info = source_info(cfg)
+    console.print(info.table())
+    for note in info.notes:
+        console.print(f"note: {escape(note)}")
 
 
 # ----------------------------------------------------------------------------- placeholders filled by later modules

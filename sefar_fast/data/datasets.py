@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
 from sefar_fast.console import progress_bar
 from sefar_fast.data.direct import open_video_source, video_spec
@@ -47,14 +46,6 @@ class Dataset:
 
     def labels(self, indices) -> np.ndarray:
         return np.array([self.store.records[i].label for i in indices], dtype=np.int64)
-
-    def describe(self):
-        t = Table(title=f"{self.name}: {self.num_classes} classes")
-        t.add_column("split")
-        t.add_column("clips", justify="right")
-        for name, idx in (("labeled", self.labeled), ("unlabeled", self.unlabeled), ("val", self.val)):
-            t.add_row(name, str(len(idx)))
-        return t
 
 
 def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Path:

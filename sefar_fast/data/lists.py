@@ -79,7 +79,8 @@ class PathResolver:
     5. With `root`: the file or folder of that name anywhere under `root` (mmaction2 keeps
        FineGym's clips in `subactions/`, its frames in `subaction_frames/<clip>/`); a frame
        folder also answers for a video name with the same stem. Indexed once, on first need,
-       without descending into frame folders.
+       without descending into frame folders; once a list's paths are found this way, the
+       index is asked first.
     6. Nothing exists: the path from rule 1/2/4 with the list's foreign prefix dropped as
        remembered (or as given; else only the name kept), so that the error reported later
        names a plausible file.
@@ -98,12 +99,16 @@ class PathResolver:
             return base / raw[len(self.path_prefix):].lstrip("/")
         path = PurePosixPath(raw)
         if not path.is_absolute():
-            for candidate in (base / path, (list_dir or base) / path):
-                if candidate.exists():
-                    return candidate
-            return self._by_name_under_root(path) or base / path
+            if self._by_name is None or (found := self._by_name_under_root(path)) is None:
+                for candidate in (base / path, (list_dir or base) / path):
+                    if candidate.exists():
+                        return candidate
+                found = self._by_name_under_root(path)
+            return found or base / path
         if Path(raw).exists() or self.root is None:
             return Path(raw)
+        if self._by_name is not None and self._dropped is None and (found := self._by_name_under_root(path)):
+            return found  # this list's paths are found by name: skip the directory-dropping checks
         parts = path.parts[1:]  # without the leading "/"
         tries = range(len(parts))
         if self._dropped is not None and self._dropped < len(parts):
