@@ -52,7 +52,8 @@ def test_load_and_score(tmp_path):
         "0000004": (question(CLASSES[0], CLASSES[1], CLASSES[2], CLASSES[3]), "D", "vid_missing"),
     })
     questions = load_qa(path, CLASSES)
-    assert [q.option_classes for q in questions] == [(1, 2, 0, 3), (5, 4, 0, 2), (0, 5, 3, 2), (0, 1, 2, 3)]
+    assert [q.option_classes for q in questions] == [((1,), (2,), (0,), (3,)), ((5,), (4,), (0,), (2,)),
+                                                     ((0,), (5,), (3,), (2,)), ((0,), (1,), (2,), (3,))]
     assert [q.answer for q in questions] == [2, 1, 1, 3]
 
     probs = {
@@ -108,3 +109,35 @@ def test_score_qa_file_matches_clip_ids_by_basename(tmp_path):
     assert summary["qa_accuracy"] == 1.0 and summary["qa_scored"] == 1 and summary["qa_missing_videos"] == 1
     json.dumps(summary)
     assert video_name("a/b/clip.v2") == "clip.v2"  # only video extensions are stripped
+
+
+# gym99's class names as the preset gives them (FineGym's event prefix), with the two names that
+# Gym-QA's bare option texts share between classes
+GYM99 = {34: "(FX) salto backward stretched with 2.5 twist", 58: "(BB) salto backward tucked",
+         70: "(BB) salto backward tucked", 73: "(BB) salto backward stretched with 2.5 twist",
+         68: "(BB) round-off", 84: "(UB) clear pike circle backward with 1 turn to handstand",
+         96: "(UB) (swing forward) double salto backward tucked with 1 turn"}
+
+
+def test_gym_qa_bare_names_match_event_prefixed_classes(tmp_path):
+    names = [GYM99.get(i, f"(VT) vault {i}") for i in range(99)]
+    # as in the official all99_5 files, where question 0000030 offers the same text as B and D
+    path = write_qa(tmp_path, {
+        "0000030": (question("vault 3", "salto backward stretched with 2.5 twist",
+                             "(swing forward) double salto backward tucked with 1 turn",
+                             "salto backward stretched with 2.5 twist"), "A", "v30"),
+        "0000031": (question("round-off", "salto backward tucked",
+                             "clear pike circle backward with 1 turn to handstand", "vault 5"), "B", "v31"),
+    })
+    q30, q31 = load_qa(path, names)
+    assert q30.option_classes == ((3,), (34, 73), (96,), (34, 73)) and q30.answer == 0
+    assert q31.option_classes == ((68,), (58, 70), (84,), (5,))
+    probs = np.zeros(99)
+    probs[[58, 70, 68]] = [0.2, 0.2, 0.3]  # "salto backward tucked" as a whole (0.4) beats round-off (0.3)
+    assert score_qa([q31], {"v31": probs}).num_correct == 1
+    probs = np.zeros(99)
+    probs[[3, 34, 73]] = [0.4, 0.3, 0.3]  # the shared name sums to 0.6: B (and D, tied) beat the right A
+    result = score_qa([q30], {"v30": probs})
+    assert result.num_correct == 0
+    probs[3] = 0.7
+    assert score_qa([q30], {"v30": probs}).num_correct == 1

@@ -11,7 +11,13 @@ Option names are fine-grained move names that may themselves contain dots,
 commas and parentheses, so the question is cut at the " A." " B." ... markers,
 and where a marker-like text could also sit inside a name, the cut whose pieces
 are all known class names wins. Names match class names after collapsing
-whitespace and case.
+whitespace and case and dropping FineGym's event prefix: Gym-QA writes
+"salto backward tucked" where gym99's class is "(BB) salto backward tucked".
+Without the prefix some names are shared by several classes (gym99 has "salto
+backward tucked" twice on the beam and "salto backward stretched with 2.5 twist"
+on floor and beam); such an option stands for all of them and scores their
+summed probability, so two options with the same text tie (the earlier letter
+wins), as the question itself cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from sefar_fast.errors import SefarError
 from sefar_fast.eval.metrics import as_numpy
 
 
+EVENT_PREFIX = re.compile(r"^\s*\((?:VT|FX|BB|UB)\)\s*")  # FineGym's vault, floor, beam, bars
+
+
 def normalise_name(name: str) -> str:
-    return " ".join(name.split()).casefold()
+    return " ".join(EVENT_PREFIX.sub("", name).split()).casefold()
 
 
 def _marker_positions(question: str, letter: str) -> list[int]:
@@ -82,7 +91,7 @@ class QAQuestion:
     key: str
     video: str
     options: tuple[str, ...]
-    option_classes: tuple[int, ...]
+    option_classes: tuple[tuple[int, ...], ...]  # the classes each option names (several: a shared name)
     answer: int  # index into options
 
 
@@ -117,9 +126,7 @@ def load_qa(path: str | Path, class_names: Sequence[str]) -> list[QAQuestion]:
             if ids is None:
                 raise SefarError(f"{where}: option {name!r} is not one of the {len(class_names)} class names; "
                                  "is the QA file for another class list?")
-            if len(ids) > 1:
-                raise SefarError(f"{where}: option {name!r} matches classes {ids}; make the class names unique")
-            classes.append(ids[0])
+            classes.append(tuple(ids))
         letter = str(entry["answer"]).strip().upper()
         answer = string.ascii_uppercase.find(letter) if len(letter) == 1 else -1
         if not 0 <= answer < len(options):
@@ -150,7 +157,8 @@ class QAResult:
 
 
 def score_qa(questions: Sequence[QAQuestion], scores_by_video: Mapping[str, Any]) -> QAResult:
-    """Answer each question with the option of highest class probability (ties: the earlier letter).
+    """Answer each question with the option of highest probability (ties: the earlier letter); an
+    option naming several classes has their summed probability.
 
     scores_by_video maps a clip basename (the QA `video`) to its class
     probabilities [C]; questions whose video is absent are counted as missing.
@@ -164,10 +172,11 @@ def score_qa(questions: Sequence[QAQuestion], scores_by_video: Mapping[str, Any]
             missing.add(q.video)
             continue
         scores = as_numpy(scores, np.float64).reshape(-1)
-        if max(q.option_classes) >= len(scores):
+        highest = max(max(ids) for ids in q.option_classes)
+        if highest >= len(scores):
             raise SefarError(f"scores for video {q.video!r} have {len(scores)} classes; "
-                             f"question {q.key!r} needs class {max(q.option_classes)}")
-        pick = int(np.argmax(scores[list(q.option_classes)]))
+                             f"question {q.key!r} needs class {highest}")
+        pick = int(np.argmax([scores[list(ids)].sum() for ids in q.option_classes]))
         scored += 1
         correct += pick == q.answer
         chance_sum += 1.0 / len(q.options)
