@@ -61,7 +61,7 @@ class ModelConfig:
     patch_size: int | None = None  # None: the arch's own
     drop_path: float = 0.1
     head_dropout: float = 0.5
-    pretrained: str | None = None  # local timm-layout ViT weights (.pth, .npz, .safetensors)
+    pretrained: str | None = None  # ViT weights: timm:NAME.TAG, hf:OWNER/REPO[/FILE] or a local file
     attn: str = "sdpa"  # sdpa | manual
     checkpoint_activations: bool = False
     # init std of the position and time embeddings (timm: 0.02 and none); larger values help
@@ -153,6 +153,8 @@ def fixmatch_method_keys(num_frames: int) -> dict[str, Any]:
 
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
+# Init options for training from scratch; off (timm's init) under --pretrained unless set explicitly.
+FROM_SCRATCH_INIT = ("model.pos_embed_std", "model.time_embed_std")
 
 
 def preset_names() -> list[str]:
@@ -283,24 +285,39 @@ def build_config(
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
 ) -> Config:
-    """Layer defaults, preset, file, flags and overrides; validate; return the Config."""
+    """Layer defaults, preset, file, flags and overrides; validate; return the Config.
+
+    With `model.pretrained`, the from-scratch init options (FROM_SCRATCH_INIT) go back to timm's
+    init unless the config file, a flag or an override sets them: a preset's values for training
+    from scratch would move the loaded ViT's features."""
     cfg = Config()
     cfg.data.name = data
+    explicit: set[str] = set()  # dotted keys set by the user (file, flags, overrides), not by a preset
     preset = data if ":" not in data and not Path(data).exists() else None
     if preset is not None:
         apply(cfg, load_preset(preset), source=f"preset {preset}")
         cfg.data.name = data
     if config_file:
-        apply(cfg, load_yaml_file(config_file), source=str(config_file))
+        values = load_yaml_file(config_file)
+        apply(cfg, values, source=str(config_file))
+        explicit |= {f"{k}.{sub}" for k, v in values.items() if k in SECTIONS and isinstance(v, dict) for sub in v}
+        explicit |= {".".join(resolve_key(k)) for k, v in values.items() if not (k in SECTIONS and isinstance(v, dict))}
     for key, value in (flags or {}).items():
         if value is not None:
             set_value(cfg, key, value)
+            explicit.add(".".join(resolve_key(key)))
     if cfg.method.name == "fixmatch":
         # The paper's Table 3 baseline: one element of all K frames, temporal warping as the
         # strong augmentation, a fixed confidence threshold. Later overrides still win.
         apply(cfg, fixmatch_method_keys(sum(cfg.method.elements)))
     for text in overrides or []:
-        set_value(cfg, *parse_override(text))
+        key, value = parse_override(text)
+        set_value(cfg, key, value)
+        explicit.add(".".join(resolve_key(key)))
+    if cfg.model.pretrained:
+        for key in FROM_SCRATCH_INIT:
+            if key not in explicit:
+                set_value(cfg, key, getattr(ModelConfig(), key.split(".")[1]))
     validate(cfg)
     return cfg
 

@@ -52,8 +52,8 @@ def make_scratch(root: Path) -> None:
     (root / "broken.yaml").write_text("optim: [1\n")
     (root / "broken.safetensors").write_bytes(b"not a checkpoint")
     # timm-layout ViT weights 64 wide (vit-test is 32)
-    save_file({"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64), "blocks.0.norm1.weight": torch.ones(64)},
-              str(root / "vit-w64.safetensors"))
+    save_file({"patch_embed.proj.weight": torch.zeros(64, 3, 8, 8), "norm.weight": torch.ones(64),
+               "norm.bias": torch.zeros(64), "blocks.0.norm1.weight": torch.ones(64)}, str(root / "vit-w64.safetensors"))
     rng = np.random.default_rng(0)
     clips = [ClipData(f"c{i}", i % 3, "train" if i < 6 else "val", rng.integers(0, 255, (10, 32, 32, 3), np.uint8))
              for i in range(9)]

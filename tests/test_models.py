@@ -1,16 +1,15 @@
-"""Models: sizes, shapes, attention paths, element batching, fusion head, dropout, checkpointing,
-pretrained loading (.pth / .safetensors / .npz) against a plain ViT written here, FLOP count."""
+"""Models: sizes, shapes, attention paths, element batching, fusion head, dropout, checkpointing, FLOP count
+(pretrained loading: tests/test_pretrained.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sefar_fast.errors import SefarError
-from sefar_fast.models import ARCHS, build_model, count_flops, load_pretrained
+from sefar_fast.models import ARCHS, build_model, count_flops
 from sefar_fast.models.timesformer import drop_path
 
 COMBOS = [[2, 2, 4], [2, 4], [2, 2, 2, 4], [2, 2, 6], [2, 2, 8], [8]]
@@ -331,169 +330,6 @@ def test_flop_count_of_vit_b_matches_the_reference_estimate():
     # 24.5 GMACs per 224^2 frame for a TimeSformer ViT-B/16 (ViT linear layers + temporal attention).
     flops = count_flops("vit-b", 224, [2, 2, 4], num_classes=99)
     assert flops == pytest.approx(2 * 8 * 24.5e9, rel=0.01)
-
-
-# ------------------------------------------------------------------ pretrained weights
-
-
-def random_vit_state(dim=32, depth=1, heads=2, patch=8, grid=2, classes=10, seed=0):
-    """A random timm-layout ViT state dict (with a classifier head)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=0.2):
-        return scale * torch.randn(*shape, generator=g)
-
-    sd = {
-        "patch_embed.proj.weight": r(dim, 3, patch, patch),
-        "patch_embed.proj.bias": r(dim),
-        "cls_token": r(1, 1, dim),
-        "pos_embed": r(1, 1 + grid * grid, dim),
-        "norm.weight": 1 + r(dim),
-        "norm.bias": r(dim),
-        "head.weight": r(classes, dim),
-        "head.bias": r(classes),
-    }
-    for i in range(depth):
-        b = f"blocks.{i}."
-        sd |= {
-            b + "norm1.weight": 1 + r(dim), b + "norm1.bias": r(dim),
-            b + "attn.qkv.weight": r(3 * dim, dim), b + "attn.qkv.bias": r(3 * dim),
-            b + "attn.proj.weight": r(dim, dim), b + "attn.proj.bias": r(dim),
-            b + "norm2.weight": 1 + r(dim), b + "norm2.bias": r(dim),
-            b + "mlp.fc1.weight": r(4 * dim, dim), b + "mlp.fc1.bias": r(4 * dim),
-            b + "mlp.fc2.weight": r(dim, 4 * dim), b + "mlp.fc2.bias": r(dim),
-        }
-    return sd
-
-
-def plain_vit_cls(sd, images, heads):
-    """A plain ViT forward from a timm state dict: final-LN cls token of each image [M, 3, S, S]."""
-    w = sd["patch_embed.proj.weight"]
-    x = F.conv2d(images, w, sd["patch_embed.proj.bias"], stride=w.shape[-1]).flatten(2).transpose(1, 2)
-    m, d = x.shape[0], x.shape[-1]
-    x = torch.cat([sd["cls_token"].expand(m, 1, d), x], 1) + sd["pos_embed"]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    for i in range(depth):
-        p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
-        h = F.layer_norm(x, (d,), p("norm1.weight"), p("norm1.bias"), 1e-6)
-        q, k, v = (h @ p("attn.qkv.weight").T + p("attn.qkv.bias")).split(d, -1)
-        q, k, v = (t.reshape(m, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // heads), -1) @ v
-        x = x + a.transpose(1, 2).reshape(m, -1, d) @ p("attn.proj.weight").T + p("attn.proj.bias")
-        h = F.layer_norm(x, (d,), p("norm2.weight"), p("norm2.bias"), 1e-6)
-        h = F.gelu(h @ p("mlp.fc1.weight").T + p("mlp.fc1.bias"))
-        x = x + h @ p("mlp.fc2.weight").T + p("mlp.fc2.bias")
-    return F.layer_norm(x, (d,), sd["norm.weight"], sd["norm.bias"], 1e-6)[:, 0]
-
-
-def timm_to_npz(sd, heads, big_vision=False):
-    """timm ViT names -> vit_jax (or big_vision) .npz names and layouts, written independently of the loader."""
-    mha, ln2, mlp = (0, 1, 0) if big_vision else (1, 2, 3)
-    d = sd["norm.weight"].shape[0]
-    a = lambda t: t.detach().numpy().copy()  # noqa: E731
-    out = {
-        "embedding/kernel": a(sd["patch_embed.proj.weight"].permute(2, 3, 1, 0)),  # OIHW -> HWIO
-        "embedding/bias": a(sd["patch_embed.proj.bias"]),
-        "cls": a(sd["cls_token"]),
-        "Transformer/posembed_input/pos_embedding": a(sd["pos_embed"]),
-        "Transformer/encoder_norm/scale": a(sd["norm.weight"]),
-        "Transformer/encoder_norm/bias": a(sd["norm.bias"]),
-        "head/kernel": a(sd["head.weight"].T),
-        "head/bias": a(sd["head.bias"]),
-    }
-    i = 0
-    while f"blocks.{i}.norm1.weight" in sd:
-        p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
-        blk = f"Transformer/encoderblock_{i}/"
-        att = f"{blk}MultiHeadDotProductAttention_{mha}/"
-        out[blk + "LayerNorm_0/scale"], out[blk + "LayerNorm_0/bias"] = a(p("norm1.weight")), a(p("norm1.bias"))
-        wq, wk, wv = p("attn.qkv.weight").chunk(3, 0)
-        bq, bk, bv = p("attn.qkv.bias").chunk(3, 0)
-        for name, wt, bt in (("query", wq, bq), ("key", wk, bk), ("value", wv, bv)):
-            out[f"{att}{name}/kernel"] = a(wt.T.reshape(d, heads, d // heads))
-            out[f"{att}{name}/bias"] = a(bt.reshape(heads, d // heads))
-        out[f"{att}out/kernel"] = a(p("attn.proj.weight").T.reshape(heads, d // heads, d))
-        out[f"{att}out/bias"] = a(p("attn.proj.bias"))
-        out[f"{blk}LayerNorm_{ln2}/scale"], out[f"{blk}LayerNorm_{ln2}/bias"] = a(p("norm2.weight")), a(p("norm2.bias"))
-        for r in (0, 1):
-            out[f"{blk}MlpBlock_{mlp}/Dense_{r}/kernel"] = a(p(f"mlp.fc{r + 1}.weight").T)
-            out[f"{blk}MlpBlock_{mlp}/Dense_{r}/bias"] = a(p(f"mlp.fc{r + 1}.bias"))
-        i += 1
-    return out
-
-
-def test_pretrained_backbone_with_one_frame_is_the_plain_vit(tmp_path):
-    sd = random_vit_state(dim=32, depth=1, heads=2, grid=2)
-    torch.save(sd, tmp_path / "vit.pth")
-    net = build_model("vit-test", 5, [1, 2], img_size=16)
-    report = load_pretrained(net, tmp_path / "vit.pth")
-    assert report.dropped == ["head.bias", "head.weight"]
-    assert report.missing == [] and report.unexpected == []
-    assert sorted(report.kept_init) == sorted(
-        [f"backbone.blocks.0.temporal_fc.{w}" for w in ("weight", "bias")]
-        + [k for k in net.state_dict() if not k.startswith("backbone.")]
-    )
-    blk = net.backbone.blocks[0]
-    assert torch.equal(blk.temporal_attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
-    assert torch.equal(blk.temporal_norm1.bias, sd["blocks.0.norm1.bias"])
-    assert (blk.temporal_fc.weight == 0).all() and (blk.temporal_fc.bias == 0).all()
-
-    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours = net.eval().backbone(images[:, None], net.time_embed[0])  # T=1, zero time embedding
-        assert torch.allclose(ours, plain_vit_cls(sd, images, heads=2), atol=1e-5)
-        # The SeFAR net's one-frame element sees the same.
-        x = torch.cat([images[:, None], images[:, None].expand(3, 2, 3, 16, 16)], 1)
-        assert torch.allclose(net.element_cls(x)[0], plain_vit_cls(sd, images, heads=2), atol=1e-5)
-
-
-@pytest.mark.parametrize("big_vision", [False, True])
-def test_pth_safetensors_and_npz_load_the_same_weights(tmp_path, big_vision):
-    from safetensors.torch import save_file
-
-    sd = random_vit_state(dim=32, depth=1, heads=2, grid=2, seed=3)
-    torch.save({"epoch": 3, "model": sd}, tmp_path / "nested.pth")
-    save_file(sd, str(tmp_path / "vit.safetensors"))
-    np.savez(tmp_path / "vit.npz", **timm_to_npz(sd, heads=2, big_vision=big_vision))
-    loaded = {}
-    for name in ("nested.pth", "vit.safetensors", "vit.npz"):
-        net = build_model("vit-test", 5, [2, 2, 4], img_size=16, seed=9)
-        report = load_pretrained(net, tmp_path / name)
-        assert report.missing == [] and report.unexpected == [], name
-        loaded[name] = net.backbone.state_dict()
-    for key, value in sd.items():
-        if not key.startswith("head."):
-            assert torch.equal(loaded["nested.pth"][key], value), key
-    for name in ("vit.safetensors", "vit.npz"):
-        for key, value in loaded["nested.pth"].items():
-            assert torch.allclose(loaded[name][key], value, atol=1e-7), (name, key)
-
-
-def test_pos_embed_on_another_grid_is_resized(tmp_path):
-    sd = random_vit_state(dim=32, grid=2)
-    constant = torch.arange(32.0)
-    sd["pos_embed"][0, 1:] = constant  # every patch position the same vector
-    torch.save(sd, tmp_path / "vit.pth")
-    net = build_model("vit-test", 5, [2, 4], img_size=32)  # grid 4
-    report = load_pretrained(net, tmp_path / "vit.pth")
-    assert report.pos_embed_resized == (2, 4)
-    pos = net.backbone.pos_embed
-    assert pos.shape == (1, 17, 32)
-    assert torch.equal(pos[0, 0], sd["pos_embed"][0, 0])  # the cls position is not interpolated
-    assert torch.allclose(pos[0, 1:], constant.expand(16, 32), atol=1e-4)  # interpolation keeps constants
-
-
-def test_mismatched_weights_are_user_errors(tmp_path):
-    torch.save(random_vit_state(dim=32, depth=1), tmp_path / "tiny.pth")
-    with pytest.raises(SefarError, match=r"tiny\.pth.*width 32 and depth 1.*width 64 and depth 4"):
-        load_pretrained(build_model("vit-pico", 5, [2, 4], img_size=16), tmp_path / "tiny.pth")
-    with pytest.raises(SefarError, match=r"patch_embed\.proj\.weight has shape \(32, 3, 8, 8\).*\(32, 3, 4, 4\)"):
-        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16, patch_size=4), tmp_path / "tiny.pth")
-    with pytest.raises(SefarError, match="not found"):
-        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16), tmp_path / "absent.pth")
-    (tmp_path / "w.bin").write_bytes(b"x")
-    with pytest.raises(SefarError, match="unknown suffix"):
-        load_pretrained(build_model("vit-test", 5, [2, 4], img_size=16), tmp_path / "w.bin")
 
 
 def test_embedding_init_scales_are_configurable_and_default_to_timm():

@@ -1,11 +1,7 @@
 """Models: the TimeSformer backbone, the SeFAR network (elements + fusion head), pretrained loading, sizes,
 and `model_from_config`, the one place a run's config becomes a network."""
 
-from sefar_fast.models.pretrained import (
-    PretrainedReport,
-    load_pretrained,
-    read_vit_state,
-)
+from sefar_fast.models.pretrained import PretrainedReport, load_pretrained
 from sefar_fast.models.sefar_net import (
     FusionHead,
     SefarNet,
@@ -22,6 +18,8 @@ from sefar_fast.models.sizes import (
     num_patches,
 )
 from sefar_fast.models.timesformer import TimeSformer
+from sefar_fast.models.vit_files import read_vit_state
+from sefar_fast.models.weights import resolve_weights
 
 __all__ = [
     "ARCHS",
@@ -39,4 +37,5 @@ __all__ = [
     "model_from_config",
     "num_patches",
     "read_vit_state",
+    "resolve_weights",
 ]

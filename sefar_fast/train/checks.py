@@ -16,19 +16,13 @@ from sefar_fast.config import Config
 from sefar_fast.data.lists import LIST_SUFFIXES
 from sefar_fast.errors import SefarError
 from sefar_fast.models.sizes import arch_spec
-
-WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
+from sefar_fast.models.weights import resolve_weights
 
 
 def preflight(cfg: Config) -> None:
     d, model = cfg.data, cfg.model
     if model.pretrained:
-        p = Path(model.pretrained)
-        if not p.is_file():
-            raise SefarError(f"pretrained weights {p} not found; give a local .pth, .npz or .safetensors file")
-        if p.suffix.lower() not in WEIGHT_SUFFIXES:
-            raise SefarError(f"pretrained weights {p}: unknown suffix {p.suffix!r}; "
-                             "use .pth, .pt, .npz or .safetensors")
+        resolve_weights(model.pretrained)  # a missing file, or a hub file fetched now rather than after the data
     if d.root is not None and not Path(d.root).is_dir():
         raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
     kind, sep, where = d.name.partition(":")
