@@ -36,7 +36,6 @@ import numpy as np
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.metrics import as_numpy
 
-
 EVENT_PREFIX = re.compile(r"^\s*\((?:VT|FX|BB|UB)\)\s*")  # FineGym's vault, floor, beam, bars
 
 

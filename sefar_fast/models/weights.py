@@ -16,8 +16,8 @@ A scheme is one function in SCHEMES: (the part after "scheme:", the whole spec) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sefar_fast.errors import SefarError
 
