@@ -35,6 +35,7 @@ TEACHER_MC = ("head", "full")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")
 PROTOCOLS = ("multiview", "reference")
+HEADLINES = ("student", "teacher")
 
 
 @dataclass
@@ -95,7 +96,11 @@ class OptimConfig:
     name: str = "sgd"  # sgd (the paper) | adamw (for models trained from scratch, e.g. the synth preset)
     epochs: int = 30
     batch_size: int = 8  # labeled clips per step per process
-    accum_steps: int = 1  # micro-steps per optimizer step
+    accum_steps: int = 1  # micro-steps per optimizer step (computed when global_batch is set)
+    # Labeled clips per optimizer step, reached by gradient accumulation over whatever batch_size and
+    # process count are given (the paper's 64; the nearest multiple when it does not divide). 0: off,
+    # accum_steps as given. Setting accum_steps explicitly turns it off.
+    global_batch: int = 64
     lr: float = 0.005  # for an effective labeled batch of ref_batch; scaled linearly
     ref_batch: int = 64
     momentum: float = 0.9
@@ -113,7 +118,11 @@ class EvalConfig:
     views: str = "5x3"  # temporal x spatial
     every: int = 1  # epochs between validations
     batch_size: int = 16
+    # multiview: deterministic TxS views; reference: one random view per clip, as the released code
     protocol: str = "multiview"
+    # The model whose val top-1 is the run's headline and picks best.safetensors (both are always
+    # reported): the student, as the paper reports; before the teacher exists, the student.
+    headline: str = "student"
 
 
 @dataclass
@@ -314,6 +323,8 @@ def build_config(
         key, value = parse_override(text)
         set_value(cfg, key, value)
         explicit.add(".".join(resolve_key(key)))
+    if "optim.accum_steps" in explicit and "optim.global_batch" not in explicit:
+        cfg.optim.global_batch = 0  # the accumulation the user asked for, not the automatic one
     if cfg.model.pretrained:
         for key in FROM_SCRATCH_INIT:
             if key not in explicit:
@@ -345,6 +356,7 @@ def validate(cfg: Config) -> None:
     _choice("device", cfg.run.device, DEVICES)
     _choice("optimizer", cfg.optim.name, OPTIMIZERS)
     _choice("eval protocol", cfg.eval.protocol, PROTOCOLS)
+    _choice("eval headline", cfg.eval.headline, HEADLINES)
     if not (0 < d.label_rate <= 1):
         raise SefarError(f"label rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled clips")
     if not m.elements or any(n < 1 for n in m.elements):
@@ -359,6 +371,8 @@ def validate(cfg: Config) -> None:
         raise SefarError(f"ema_decay {m.ema_decay} must be in (0, 1)")
     if o.epochs < 1 or o.batch_size < 1 or o.accum_steps < 1:
         raise SefarError("epochs, batch_size and accum_steps must be at least 1")
+    if o.global_batch < 0:
+        raise SefarError(f"optim.global_batch {o.global_batch} must be 0 (off) or a number of labeled clips, e.g. 64")
     if m.name != "supervised" and m.warmup_epochs >= o.epochs:
         raise SefarError(
             f"warmup_epochs {m.warmup_epochs} leaves no semi-supervised epoch out of {o.epochs}: "

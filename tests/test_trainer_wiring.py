@@ -4,7 +4,8 @@ One short SeFAR run on the tiny synth set is recorded from the inside (the piece
 calls are wrapped, not replaced), and each test checks one decision against a value computed
 here from the config: when the teacher is created and from what, the EMA decay with
 accumulation, the unsupervised weight per epoch, the lr per step with its milestones, the
-loaders' seeds, views and batches, and which model the best checkpoint follows.
+loaders' seeds, views and batches, the evaluation protocol, which model the best checkpoint
+follows (the eval.headline one), and the accumulation that reaches optim.global_batch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sefar_fast.train.step import TrainStep
 
 EPOCHS, WARMUP, BATCH, ACCUM, RATIO = 4, 2, 2, 2, 3
 LR, REF_BATCH, EMA = 0.05, 64, 0.99
+SEED = 3
 MILESTONES, FACTORS = [0.5, 0.8], [0.1, 0.01]
 LABELED = 20  # tiny synth: 20 classes x 3 train clips at label rate 0.1 -> one labeled clip per class
 # Scripted validation top-1 per epoch (1-based): the teacher exists from epoch WARMUP + 1.
@@ -32,7 +34,7 @@ TEACHER_TOP1 = {3: 0.90, 4: 0.50}
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, synth_cache):
-    seen = SimpleNamespace(created=[], decays=[], micro=[], lrs=[], loaders=[], evals=[])
+    seen = SimpleNamespace(created=[], decays=[], micro=[], lrs=[], loaders=[], evals=[], protocols=[])
     mp = pytest.MonkeyPatch()
     mp.setenv("SEFAR_CACHE", str(synth_cache))
     trainer_box = []
@@ -78,6 +80,7 @@ def recorded(tmp_path_factory, synth_cache):
         epoch = t.state.progress.epoch + 1
         name = desc.split()[-1]
         seen.evals.append((epoch, name))
+        seen.protocols.append((kw.get("protocol"), kw.get("seed"), kw.get("views")))
         top1 = (TEACHER_TOP1 if name == "teacher" else STUDENT_TOP1)[epoch]
         return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
 
@@ -94,6 +97,7 @@ def recorded(tmp_path_factory, synth_cache):
                  f"optim.lr={LR}", f"optim.ref_batch={REF_BATCH}", f"method.ema_decay={EMA}",
                  f"optim.milestones={MILESTONES}", f"optim.lr_factors={FACTORS}", "optim.name=sgd",
                  "data.synth_clips_per_class=4", "method.mc_samples=2", "eval.views=1x1", "eval.every=1", "run.log_every=1",
+                 "eval.headline=student", "eval.protocol=reference", f"run.seed={SEED}",
                  "data.frame_size=[32,40]", "data.crop=32", "data.scale_range=[32,38]"]
     cfg = build_config("synth", None, flags, overrides)
     try:
@@ -156,14 +160,46 @@ def test_the_loaders_take_their_own_seeds_views_and_batches(recorded):
     assert unlabeled == {"clips": 40, "seed": seed + 1, "views": 2, "batch_size": BATCH * ACCUM * RATIO}
 
 
-def test_the_best_checkpoint_follows_the_teacher_once_it_exists(recorded):
+def test_both_models_are_scored_under_the_configured_protocol(recorded):
     assert recorded.evals == [(1, "student"), (2, "student"), (3, "student"), (3, "teacher"), (4, "student"),
                               (4, "teacher")]
+    assert set(recorded.protocols) == {("reference", SEED, (1, 1))}
+    last = recorded.result["last"]
+    assert last["val_top1_student"] == STUDENT_TOP1[4] and last["val_top1_teacher"] == TEACHER_TOP1[4]
+
+
+def test_the_best_checkpoint_follows_the_headline_model(recorded):
     best = read_metadata(recorded.run / "best.safetensors")
-    # Epoch 4's student (0.40) beats every student before it; the teacher's 0.90 at epoch 3 stays the best.
-    assert best["epoch"] == 3 and best["metrics"]["val_top1"] == pytest.approx(0.90)
-    assert best["metrics"]["val_model"] == "teacher"
-    assert recorded.result["best_epoch"] == 3
+    # The headline is the student: its 0.40 at epoch 4 is the best, though the teacher had 0.90 at epoch 3.
+    assert best["epoch"] == 4 and best["metrics"]["val_top1"] == pytest.approx(STUDENT_TOP1[4])
+    assert best["metrics"]["val_model"] == "student"
+    assert recorded.result["best_epoch"] == 4
+
+
+def test_a_teacher_headline_is_the_teachers_top1_once_it_exists(recorded, monkeypatch):
+    trainer = recorded.trainer
+    scores = {"student": 0.25, "teacher": 0.75}
+
+    def fixed_eval(model, data, indices, cfg, device, *, desc, **kw):
+        top1 = scores[desc.split()[-1]]
+        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
+
+    monkeypatch.setattr(loop, "evaluate_model", fixed_eval)
+    monkeypatch.setattr(trainer.cfg.eval, "headline", "teacher")
+    assert trainer.validate()["val_top1"] == 0.75 and trainer.validate()["val_model"] == "teacher"
+    monkeypatch.setattr(trainer.state, "teacher", None)  # before the warm-up ends: the student
+    assert trainer.validate()["val_top1"] == 0.25 and trainer.validate()["val_model"] == "student"
+
+
+@pytest.mark.parametrize("batch, target, accum", [(8, 64, 8), (3, 64, 21), (6, 64, 11), (24, 64, 3), (100, 64, 1)])
+def test_accumulation_reaches_the_global_batch_nearest(batch, target, accum, synth_cache, monkeypatch):
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    cfg = build_config("synth", None, {"model.arch": "vit-test", "run.device": "cpu", "optim.batch_size": batch},
+                       [f"optim.global_batch={target}", f"optim.lr={LR}"])
+    trainer = loop.Trainer(cfg, resume=False)
+    assert trainer.cfg.optim.accum_steps == accum and trainer.global_batch == batch * accum
+    assert min(abs(batch * a - target) for a in range(1, 100)) == abs(batch * accum - target)
+    assert trainer.base_lr == pytest.approx(LR * batch * accum / REF_BATCH)
 
 
 def test_the_callers_config_is_left_as_it_was(recorded, synth_cache, monkeypatch):

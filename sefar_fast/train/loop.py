@@ -14,8 +14,9 @@ checkpoints, in `train.state`.
 
 One optimizer step takes a global batch of batch_size x accum_steps x world_size
 labeled clips, split into shards whose clips and random draws do not depend on how
-they are spread over processes and accumulation steps (`train.shards`). The lr is
-scaled linearly with that batch, the EMA decay follows it (per labeled clip).
+they are spread over processes and accumulation steps (`train.shards`); with
+optim.global_batch (the paper's 64 by default) accum_steps is chosen to reach it. The
+lr is scaled linearly with that batch, the EMA decay follows it (per labeled clip).
 
 Exact resume. Nothing random depends on history: loader content depends on
 (seed, epoch, position), step draws on (seed, step, shard). A checkpoint therefore
@@ -50,7 +51,7 @@ from sefar_fast.train.checkpoints import RunCheckpoints
 from sefar_fast.train.checks import check_data, preflight
 from sefar_fast.train.report import Reporter
 from sefar_fast.train.schedule import lr_at, milestone_epochs, scaled_lr, xi
-from sefar_fast.train.shards import seed_shard, shard_id, shard_of
+from sefar_fast.train.shards import accumulation_for, seed_shard, shard_id, shard_of
 from sefar_fast.train.signals import Interrupted, StopRequest, signal_self_for_tests
 from sefar_fast.train.state import TrainState
 from sefar_fast.train.step import TrainStep
@@ -77,6 +78,9 @@ class Trainer:
         self.cfg = cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         self.on_nan, self.profile = on_nan, profile
         self.dist, self.device = init_distributed(cfg.run.device)
+        if cfg.optim.global_batch:  # the paper's effective batch over whatever batch and processes are given
+            cfg.optim.accum_steps = accumulation_for(cfg.optim.global_batch, cfg.optim.batch_size,
+                                                     self.dist.world_size)
         on_cuda = self.device.type == "cuda"
         if not on_cuda and "OMP_NUM_THREADS" not in os.environ:
             # The loader decodes on its own threads; leave it a core, or OpenMP threads spin-wait on
@@ -217,20 +221,23 @@ class Trainer:
             yield from self.unlabeled
 
     def validate(self) -> dict[str, float]:
-        """Top-1, top-5 and mean class accuracy of the student and (once it exists) the teacher.
+        """Top-1, top-5 and mean class accuracy of the student and (once it exists) the teacher, under
+        `eval.protocol` (multiview: eval.views; reference: one random view per clip, seeded by run.seed).
 
-        `val_top1`, which picks the best checkpoint, is the teacher's when there is one."""
-        out: dict[str, float] = {}
+        `val_top1`, which picks the best checkpoint, is the `eval.headline` model's (the student's until
+        the teacher exists)."""
+        cfg, out = self.cfg, {}
         models = [("student", self.state.model)]
         if self.state.teacher is not None:
             models.append(("teacher", self.state.teacher.module))
         for name, model in models:
-            res = evaluate_model(model, self.data, self.data.val, self.cfg, self.device, views=eval_views(self.cfg),
-                                 amp=self.amp, desc=f"val {name}", dist=self.dist)
+            res = evaluate_model(model, self.data, self.data.val, cfg, self.device, views=eval_views(cfg),
+                                 protocol=cfg.eval.protocol, seed=cfg.run.seed, amp=self.amp, desc=f"val {name}",
+                                 dist=self.dist)
             out[f"val_top1_{name}"] = res["top1"]
             out[f"val_top5_{name}"] = res["top5"]
             out[f"val_mca_{name}"] = res["mean_class_acc"]
-        primary = "teacher" if self.state.teacher is not None else "student"
+        primary = cfg.eval.headline if f"val_top1_{cfg.eval.headline}" in out else "student"
         out["val_top1"] = out[f"val_top1_{primary}"]
         out["val_model"] = primary
         return out
@@ -390,11 +397,14 @@ class Trainer:
     # ------------------------------------------------------------------ words
     def headline(self) -> str:
         cfg, d = self.cfg, self.data
+        target = cfg.optim.global_batch
+        nearest = f", the nearest to optim.global_batch {target}" if target and target != self.global_batch else ""
         return (f"[bold]sefar[/] {cfg.method.name} on {cfg.data.name}: {len(d.labeled)} labeled, "
                 f"{len(d.unlabeled)} unlabeled, {len(d.val)} val clips, {d.num_classes} classes; {cfg.model.arch}, "
                 f"elements {cfg.method.elements}, {cfg.optim.epochs} epochs x {len(self.labeled)} steps of "
                 f"{self.global_batch} labeled clips ({self.dist.world_size} process(es) x {cfg.optim.accum_steps} "
-                f"accumulation x {cfg.optim.batch_size}), device {self.device}{' bf16' if self.amp else ''} "
+                f"accumulation x {cfg.optim.batch_size}{nearest}), lr {self.base_lr:.3g}, val headline "
+                f"{cfg.eval.headline} ({cfg.eval.protocol}), device {self.device}{' bf16' if self.amp else ''} "
                 f"-> {self.run_dir}")
 
     def finish(self) -> dict[str, Any]:
@@ -403,7 +413,9 @@ class Trainer:
         result = {"run": str(self.run_dir), "method": cfg.method.name, "data": cfg.data.name, "arch": cfg.model.arch,
                   "epochs": cfg.optim.epochs, "best_val_top1": p.best, "best_epoch": p.best_epoch,
                   "best_checkpoint": best, "last": p.history[-1] if p.history else {}}
-        rows = [("best val top-1", f"{100 * p.best:.2f}% (epoch {p.best_epoch})"), ("best checkpoint", best)]
+        best_model = next((h.get("val_model") for h in p.history if h["epoch"] == p.best_epoch), None)
+        rows = [("best val top-1", f"{100 * p.best:.2f}% (epoch {p.best_epoch}, {best_model})"),
+                ("best checkpoint", best)]
         if self.profiler is not None and self.profiler.written:
             rows.append(("profiler trace", str(self.profiler.written)))
         self.report.finish(result, p.history, rows, title=f"sefar {cfg.method.name} on {cfg.data.name}")

@@ -1,7 +1,8 @@
 """Shards of the global batch, and the random numbers each shard's micro-step draws.
 
 One optimizer step consumes a global batch of batch_size x accum_steps x world_size
-labeled clips (and unlabeled_ratio times as many unlabeled ones). Each process's
+labeled clips (and unlabeled_ratio times as many unlabeled ones); with optim.global_batch
+the trainer picks accum_steps to come nearest to it (`accumulation_for`). Each process's
 loader yields its accum_steps micro-batches as one batch of batch_size x accum_steps;
 micro-batch m holds samples m, m+A, m+2A, ... of it (A = accum_steps). The loader
 deals positions to ranks round-robin (rank r takes r, r+W, ...), so micro-batch m of
@@ -24,6 +25,13 @@ import numpy as np
 import torch
 
 STEP_STREAM, TORCH_STREAM = 7, 11  # keep a shard's numpy draws and its torch seed independent
+
+
+def accumulation_for(global_batch: int, batch_size: int, world_size: int) -> int:
+    """Micro-steps per optimizer step that bring batch_size x world_size labeled clips nearest to
+    `global_batch` (ties: the larger batch), at least one."""
+    per_step = batch_size * world_size
+    return max(1, (2 * global_batch + per_step) // (2 * per_step))
 
 
 def shard_of(batch: dict | None, m: int, accum_steps: int) -> dict | None:
