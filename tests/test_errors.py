@@ -49,6 +49,9 @@ def make_scratch(root: Path) -> None:
         (root / name).mkdir()
         (root / name / "train.csv").write_text(f"/x/a.mp4 0\r\n{bad_line}\r\n")
         (root / name / "val.csv").write_text("/x/c.mp4 0\n")
+    (root / "two-train-lists").mkdir()
+    for name in ("gym99_train.txt", "gym99_train_org.txt", "gym99_val.txt"):
+        (root / "two-train-lists" / name).write_text("a_E_000001_000002_A_0000_0001 0\n")
     (root / "broken.yaml").write_text("optim: [1\n")
     (root / "broken.safetensors").write_bytes(b"not a checkpoint")
     # timm-layout ViT weights 64 wide (vit-test is 32)

@@ -1,7 +1,7 @@
 """The `sefar` command line (Typer + rich).
 
     sefar train                                   # built-in synthetic data, tiny model, laptop CPU
-    sefar train --data gym99 --root /data/finegym --label-rate 0.05 --arch vit-s
+    sefar train --data gym99 --root /data/gym --pretrained timm:vit_small_patch16_224.augreg_in21k_ft_in1k
     sefar eval runs/<run>/best.safetensors
     sefar bench --quick
 
@@ -92,7 +92,8 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     epilog="Examples:\n\n"
     "    sefar train\n\n"
     "    sefar train --method supervised --label-rate 1.0 --epochs 6   # 10x the steps per epoch\n\n"
-    "    sefar train --data gym99 --root /data/finegym --label-rate 0.05 --arch vit-s --pretrained vit_s16.npz\n\n"
+    "    sefar train --data gym99 --root /data/gym --pretrained timm:vit_small_patch16_224.augreg_in21k_ft_in1k\n\n"
+    "    sefar train --data gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym   # the authors' 5% split\n\n"
     "    sefar train perturb=all-reverse regulation=threshold      # Table 4 / Fig. 4 ablations\n\n"
     "    torchrun --nproc_per_node 8 -m sefar_fast train --data gym99 --root /data/finegym\n\n"
     "Method switches (key=value; every one is also a config key):\n\n"
@@ -105,15 +106,27 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     "`method.channel_drop=0.2` strong-view channel dropout\n"
     "- `method.w_un=2 method.w_mix=2` loss weights; `method.warmup_epochs=5` supervised warm-up\n"
     "- `method.unlabeled_ratio=3` unlabeled clips per labeled clip; `method.ema_decay=0.9999` per labeled clip\n"
-    "- `optim.accum_steps=N` gradient accumulation; `optim.lr=0.005` for an effective labeled batch of 64\n"
-    "- `model.pos_embed_std=0.5 model.time_embed_std=0.5` embedding init for training from scratch (synth preset)\n\n"
+    "- `optim.global_batch=64` labeled clips per optimizer step, by automatic accumulation (0: off); "
+    "`optim.accum_steps=N` fixed accumulation instead; `optim.lr=0.005` for an effective labeled batch of 64\n"
+    "- `eval.headline=student|teacher` the model whose val top-1 picks best.safetensors (both are reported); "
+    "`eval.protocol=multiview|reference` deterministic TxS views or one random view per clip (the released code)\n"
+    "- `model.pos_embed_std=0.5 model.time_embed_std=0.5` embedding init for training from scratch (synth "
+    "preset; timm's 0.02 and 0 under --pretrained unless set)\n\n"
     "Table 3 rows: baseline = `--method fixmatch`; +Dual-Ele = `elements=[2,2,4] perturb=warp regulation=threshold`; "
     "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.\n\n"
     "Batch sizes and learning rate: `--batch-size` is labeled clips per process per accumulation micro-step; "
     "one optimizer step takes a global batch of batch_size x optim.accum_steps x processes labeled clips "
-    "(x method.unlabeled_ratio unlabeled). `optim.lr` is the rate for a global batch of `optim.ref_batch` (64) "
+    "(x method.unlabeled_ratio unlabeled). By default (the paper's protocol) accum_steps is chosen so that the "
+    "global batch is `optim.global_batch` (64), or the nearest to it; the synth preset turns that off. "
+    "`optim.lr` is the rate for a global batch of `optim.ref_batch` (64) "
     "and is scaled linearly with the global batch; the EMA decay is 0.9999 per labeled clip of the global batch. "
     "Processes and accumulation are interchangeable: 2 GPUs x accum 1 trains like 1 GPU x accum 2.\n\n"
+    "Data: `lists:DIR` reads the released code's list folders as shipped (train.csv, unlabel.csv, val.csv; "
+    "test.csv = val.csv read once) and mmaction2's video and rawframe lists; each clip is found under --root by "
+    "its path or its name. Class names come from `classes.txt` in the list folder or its parent: one name per "
+    "line in label order (FineGym category lines work too); without it, class_0, class_1, ... "
+    "`gym99` / `gym288` read FineGym's own annotation files or mmaction2's data/gym layout; `gym99:lists=DIR` "
+    "takes the authors' split. `sefar data info --data SPEC --root R` shows the counts without decoding.\n\n"
     "Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM finishes the step, writes last.* and prints the resume "
     "command (a second signal exits at once); rerunning the same command with the same --out continues an "
     "unfinished run exactly (or `--resume-from RUN`); `--on-nan stop|skip` decides what a non-finite loss does.",
@@ -121,7 +134,8 @@ def write_json(path: Optional[Path], payload: dict) -> None:
 def train(
     ctx: typer.Context,
     data: str = typer.Option("synth", "--data", "-d", help="Preset (synth, gym99, gym288, gym-new, finediving, "
-                             "ucf101, hmdb51, ssv2) or a source: store:DIR, lists:DIR, folder:DIR, video:SPEC (no prepare)."),
+                             "ucf101, hmdb51, ssv2) or a source: store:DIR, lists:DIR (class names from its "
+                             "classes.txt), rawframes:DIR, gym99:lists=DIR, folder:DIR, video:SPEC (no prepare)."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset's videos/frames."),
     label_rate: Optional[float] = typer.Option(None, "--label-rate", help="Fraction of training clips with labels, in (0, 1]."),
     method: Optional[Method] = typer.Option(None, "--method", help="sefar (default), supervised, or fixmatch (paper baseline)."),
@@ -133,7 +147,9 @@ def train(
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the labeled/unlabeled split."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with config sections."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Local ImageNet ViT weights in timm layout."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="ImageNet ViT weights: timm:NAME.TAG or "
+                                             "hf:OWNER/REPO[/FILE] (Hugging Face hub, cached; needs sefar-fast[hub]), "
+                                             "or a .pth/.bin/.pth.tar/.npz/.safetensors file."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default on CUDA)."),
     checkpoint_activations: Optional[bool] = typer.Option(None, "--checkpoint-activations/--no-checkpoint-activations",
                                                           help="Recompute activations in backward to save memory."),
@@ -258,10 +274,12 @@ def data_info(
 
 
 # ----------------------------------------------------------------------------- placeholders filled by later modules
-@app.command(epilog="Examples:\n\n    sefar prepare lists:/data/finegym/all99_5 --root /data/finegym/videos --out /data/gym-store\n\n"
+@app.command(epilog="Examples:\n\n    sefar prepare gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym --out /data/gym99-5\n\n"
+             "    sefar prepare lists:/data/ucf101/annotations --root /data/ucf101 --out /data/ucf-store\n\n"
              "    sefar prepare folder:/data/mydataset --out /data/my-store --short-side 256 --fps 15")
 def prepare(
-    source: str = typer.Argument(..., help="lists:DIR, folder:DIR or a preset name (with --root)."),
+    source: str = typer.Argument(..., help="lists:DIR (class names from its classes.txt), rawframes:DIR, "
+                                 "folder:DIR, a preset name such as gym99 (with --root), or gym99:lists=DIR."),
     out: Path = typer.Option(..., "--out", "-o", help="Clip store folder to write."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the videos/frames."),
     short_side: int = typer.Option(256, "--short-side", help="Resize frames so the short side is this."),

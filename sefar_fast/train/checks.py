@@ -16,13 +16,14 @@ from sefar_fast.config import Config
 from sefar_fast.data.lists import LIST_SUFFIXES
 from sefar_fast.errors import SefarError
 from sefar_fast.models.sizes import arch_spec
+from sefar_fast.models.vit_files import read_vit_state
 from sefar_fast.models.weights import resolve_weights
 
 
 def preflight(cfg: Config) -> None:
     d, model = cfg.data, cfg.model
-    if model.pretrained:
-        resolve_weights(model.pretrained)  # a missing file, or a hub file fetched now rather than after the data
+    if model.pretrained:  # fetched and read now, not after the data: a wrong file is named before any decoding
+        read_vit_state(resolve_weights(model.pretrained))
     if d.root is not None and not Path(d.root).is_dir():
         raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
     kind, sep, where = d.name.partition(":")
