@@ -180,3 +180,19 @@ def test_keep_policy_keeps_the_newest_epoch_files(tmp_path):
         files.save({"w": torch.zeros(1)}, None, {"config": {}, "class_names": []}, {}, epoch_end=epoch, keep=2)
     assert sorted(p.name for p in tmp_path.glob("epoch-*")) == ["epoch-003.safetensors", "epoch-004.safetensors"]
     assert load_weights(tmp_path / "epoch-004.safetensors").meta == load_weights(tmp_path / "last.safetensors").meta
+
+
+def test_a_run_written_before_global_batch_and_headline_resumes_as_it_trained(tmp_path):
+    import yaml
+
+    from sefar_fast.config import build_config
+    from sefar_fast.train.resume import config_changes, load_run_config
+
+    # config.yaml as earlier versions wrote it: no optim.global_batch (accum_steps as given), no
+    # eval.headline (the teacher picked the best checkpoint)
+    written = build_config("synth").to_dict()
+    del written["optim"]["global_batch"], written["eval"]["headline"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
+    saved = load_run_config(tmp_path)
+    assert (saved.optim.global_batch, saved.eval.headline) == (0, "teacher")
+    assert config_changes(saved, build_config("synth")) == []  # the same command continues it

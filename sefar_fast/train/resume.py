@@ -36,8 +36,10 @@ from sefar_fast.errors import SefarError
 MAY_CHANGE_ON_RESUME = {
     "run.out", "run.device", "run.compile", "run.log_every", "run.keep", "run.ckpt_every_steps",
     "data.root", "data.store", "data.backend", "eval.batch_size", "eval.every", "eval.views", "eval.protocol",
-    "optim.accum_steps",
+    "eval.headline", "optim.accum_steps",
 }
+# Keys added after runs were written without them, with the value that reproduces what those runs did.
+ADDED_KEYS = {"optim": {"global_batch": 0}, "eval": {"headline": "teacher"}}
 # Files a run writes; cleared when a run starts afresh in a folder that never reached a checkpoint.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "split.json", "summary.csv", "last.state", "prev.state")
 
@@ -71,7 +73,12 @@ def load_run_config(run_dir: Path) -> Config:
     except (OSError, yaml.YAMLError) as e:
         raise SefarError(f"{run_dir / 'config.yaml'} is unreadable ({type(e).__name__}); "
                          "the run cannot be continued") from None
-    return config_from_dict(data or {})
+    data = data or {}
+    for section, keys in ADDED_KEYS.items():
+        if isinstance(data.get(section), dict):
+            for key, value in keys.items():
+                data[section].setdefault(key, value)
+    return config_from_dict(data)
 
 
 def resume_config(resume_from: str | Path, *, data: str | None, config_file: str | None,
