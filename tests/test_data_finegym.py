@@ -40,7 +40,8 @@ def write_video(path, n=10, size=(16, 16), rate=10):
         s.height, s.width = size
         s.pix_fmt = "yuv420p"
         for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(np.full((*size, 3), (20 * i) % 250, np.uint8), format="rgb24")):
+            pixels = np.full((*size, 3), (20 * i) % 250, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
@@ -137,8 +138,9 @@ def test_mmaction2_layout_without_categories(tmp_path):
     src = load_source("gym99", root=tmp_path)
     assert src.class_names[:2] == ["gym99 class 0", "gym99 class 1"] and len(src.class_names) == 99
     clips = by_id(src)
-    assert clips["yt2_E_000005_000009_A_0000_0001"].path == tmp_path / "subactions/yt2_E_000005_000009_A_0000_0001.mp4"
-    assert clips["yt2_E_000005_000009_A_0002_0003"].path == tmp_path / "subaction_frames/yt2_E_000005_000009_A_0002_0003"
+    own, frames = "yt2_E_000005_000009_A_0000_0001", "yt2_E_000005_000009_A_0002_0003"
+    assert clips[own].path == tmp_path / "subactions" / f"{own}.mp4"
+    assert clips[frames].path == tmp_path / "subaction_frames" / frames
     cut = clips["yt1_E_000010_000020_A_0003_0004"]
     assert cut.path == tmp_path / "events/yt1_E_000010_000020.mp4" and (cut.start, cut.end) == (0.6, 0.9)
     full = clips["yt3_E_000100_000110_A_0000_0001"]

@@ -225,7 +225,8 @@ def net16():
 @pytest.mark.parametrize("extra, message", [
     ({"dist_token": torch.zeros(1, 1, 32)},
      r"1 tensors have no place in the model and would change what it computes \(dist_token\)"),
-    ({"reg_token": torch.zeros(1, 4, 32), "fc_norm.weight": torch.ones(32)}, r"2 tensors .*\(fc_norm.weight, reg_token\)"),
+    ({"reg_token": torch.zeros(1, 4, 32), "fc_norm.weight": torch.ones(32)},
+     r"2 tensors .*\(fc_norm.weight, reg_token\)"),
 ])
 def test_tensors_that_would_change_the_function_are_errors(tmp_path, extra, message):
     torch.save(random_vit_state() | extra, tmp_path / "vit.pth")

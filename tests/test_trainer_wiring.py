@@ -96,8 +96,8 @@ def recorded(tmp_path_factory, synth_cache):
     overrides = [f"method.warmup_epochs={WARMUP}", f"optim.accum_steps={ACCUM}", f"method.unlabeled_ratio={RATIO}",
                  f"optim.lr={LR}", f"optim.ref_batch={REF_BATCH}", f"method.ema_decay={EMA}",
                  f"optim.milestones={MILESTONES}", f"optim.lr_factors={FACTORS}", "optim.name=sgd",
-                 "data.synth_clips_per_class=4", "method.mc_samples=2", "eval.views=1x1", "eval.every=1", "run.log_every=1",
-                 "eval.headline=student", "eval.protocol=reference", f"run.seed={SEED}",
+                 "data.synth_clips_per_class=4", "method.mc_samples=2", "eval.views=1x1", "eval.every=1",
+                 "run.log_every=1", "eval.headline=student", "eval.protocol=reference", f"run.seed={SEED}",
                  "data.frame_size=[32,40]", "data.crop=32", "data.scale_range=[32,38]"]
     cfg = build_config("synth", None, flags, overrides)
     try:

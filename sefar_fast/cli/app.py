@@ -249,11 +249,13 @@ def data_synth(
     console.print(f"[green]synth[/] {len(store.records)} clips, {len(store.class_names)} classes at {root}")
 
 
-@data_app.command("info", epilog="Examples:\n\n"
+@data_app.command("info", context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+                  epilog="Examples:\n\n"
                   "    sefar data info --data lists:SeFAR/dataset/finegym/all99_5 --root /data/gym\n\n"
                   "    sefar data info --data gym99 --root /data/gym            # FineGym's files or mmaction2's\n\n"
-                  "    sefar data info --data synth")
+                  "    sefar data info --data gym99 --root /data/gym data.split_seed=1   # any config key=value")
 def data_info(
+    ctx: typer.Context,
     data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec (as for sefar train)."),
     root: Optional[str] = typer.Option(None, "--root", help="Folder holding the dataset."),
     label_rate: Optional[float] = typer.Option(None, "--label-rate", help="Label rate for the split counts "
@@ -266,7 +268,7 @@ def data_info(
     from sefar_fast.data.info import source_info
 
     cfg = build_config(data, None, {"data.root": root, "data.label_rate": label_rate,
-                                    "data.split_seed": split_seed}, [])
+                                    "data.split_seed": split_seed}, list(ctx.args))
     info = source_info(cfg)
     console.print(info.table())
     for note in info.notes:
@@ -274,7 +276,8 @@ def data_info(
 
 
 # ----------------------------------------------------------------------------- placeholders filled by later modules
-@app.command(epilog="Examples:\n\n    sefar prepare gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym --out /data/gym99-5\n\n"
+@app.command(epilog="Examples:\n\n"
+             "    sefar prepare gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym --out /data/gym99-5\n\n"
              "    sefar prepare lists:/data/ucf101/annotations --root /data/ucf101 --out /data/ucf-store\n\n"
              "    sefar prepare folder:/data/mydataset --out /data/my-store --short-side 256 --fps 15")
 def prepare(

@@ -281,7 +281,8 @@ def load_source(spec: str, *, root=None, path_prefix: str | None = None) -> Sour
     elif kind in ("lists", "rawframes"):
         if not arg:
             raise SefarError(f"{kind}:DIR needs the list folder or files, e.g. {kind}:splits/finegym/all99_5")
-        source = lists_source(arg, root=root, path_prefix=path_prefix, fmt="rawframes" if kind == "rawframes" else "auto")
+        fmt = "rawframes" if kind == "rawframes" else "auto"
+        source = lists_source(arg, root=root, path_prefix=path_prefix, fmt=fmt)
     elif kind in ("ucf101", "hmdb51"):
         split = int(arg) if arg.isdigit() else 1
         if not 1 <= split <= 3:

@@ -241,9 +241,10 @@ def finegym_clips(root: Path, which: str, options: str = "", *, relabel: dict[in
         path, start, end = clip_location(clip_id, on_disk, annotation, event_segments, root)
         return GymClip(clip_id, path, label, split, start, end)
 
-    elements = []  # (clip id, label, split, "file:line")
+    elements = []  # (clip id, label, split, "file:line"); with the authors' lists only a cross-check
     for split in ("train", "val"):
-        path = find_annotation_file(root, files[split]) if lists else require_file(root, files[split], f"{split} element list")
+        path = (find_annotation_file(root, files[split]) if lists
+                else require_file(root, files[split], f"{split} element list"))
         if path is not None:
             elements += [(clip_id, label, split, where) for clip_id, label, where in read_elements(path)]
     if not lists:

@@ -77,8 +77,8 @@ class PathResolver:
        first for the next path (a list's paths share one foreign prefix), so long lists resolve
        with one file check per line.
     5. With `root`: the file or folder of that name anywhere under `root` (mmaction2 keeps
-       FineGym's clips in `subactions/`, its frames in `subaction_frames/<clip>/`); a frame
-       folder also answers for a video name with the same stem. Indexed once, on first need,
+       FineGym's clips in `subactions/`, its frames in `subaction_frames/<clip>/`), else one
+       with the same stem (another extension, or the clip's frame folder). Indexed once, on first need,
        without descending into frame folders; once a list's paths are found this way, the
        index is asked first.
     6. Nothing exists: the path from rule 1/2/4 with the list's foreign prefix dropped as
@@ -139,8 +139,9 @@ def walk_clip_files(root: Path):
     while stack:
         folder = stack.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:  # an unreadable folder holds no clips we can read either
             continue
         below = []
         for entry in entries:
@@ -153,8 +154,11 @@ def walk_clip_files(root: Path):
 
 def is_frame_folder(path) -> bool:
     """A folder of images and nothing that needs a walk (no videos, no subfolders)."""
-    with os.scandir(path) as entries:
-        names = [(e.name.lower(), e.is_dir()) for e in entries]
+    try:
+        with os.scandir(path) as entries:
+            names = [(e.name.lower(), e.is_dir()) for e in entries]
+    except OSError:
+        return False
     return (any(name.endswith(IMAGE_SUFFIXES) for name, _ in names)
             and not any(is_dir or name.endswith(VIDEO_SUFFIXES) for name, is_dir in names))
 
@@ -270,8 +274,11 @@ def _siblings(train: Path) -> dict[str, Path]:
 
 
 def _split_files_in(folder: Path) -> dict[str, Path]:
-    reference = {split: folder / name for split, names in REFERENCE_FILES.items() for name in reversed(names)
-                 if (folder / name).is_file()}
+    reference = {}
+    for split, names in REFERENCE_FILES.items():
+        found = next((folder / name for name in names if (folder / name).is_file()), None)
+        if found is not None:
+            reference[split] = found
     if reference:
         return reference
     candidates: dict[str, list[Path]] = {}
@@ -294,7 +301,8 @@ def read_splits(spec: str, *, num_classes: int | None = None, root=None, path_pr
     SefarError when there is no train list, or neither a val nor a test list."""
     where = spec.split(",")[0]
     if "," not in spec and not Path(spec).exists():
-        raise SefarError(f"list folder {spec} does not exist")
+        what = "list file" if Path(spec).suffix.lower() in LIST_SUFFIXES else "list folder"
+        raise SefarError(f"{what} {spec} does not exist")
     files = find_split_files(spec)
     if "train" not in files:
         raise SefarError(f"{where} has no train list (train.csv, or a *_train.txt list file)")
