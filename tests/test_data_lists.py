@@ -145,7 +145,10 @@ def test_the_authors_ucf_and_gym_new_folders_read_as_shipped(tmp_path):
 
 def test_a_test_list_with_other_clips_stays_a_split(tmp_path):
     (tmp_path / "train.csv").write_text("a.mp4 0\n")
-    (tmp_path / "val.csv").write_text("b.mp4 1\n")
+    (tmp_path / "val.csv").write_text("b.mp4 1\nd.mp4 0\n")
+    (tmp_path / "test.csv").write_bytes(b"d.mp4 0\r\nb.mp4 1\r\n")  # the same clips, other order and line ends
+    splits, notes = read_splits(str(tmp_path))
+    assert sorted(splits) == ["train", "val"] and len(notes) == 1
     (tmp_path / "test.csv").write_text("c.mp4 1\n")
     splits, notes = read_splits(str(tmp_path))
     assert sorted(splits) == ["test", "train", "val"] and notes == []

@@ -309,11 +309,12 @@ def read_splits(spec: str, *, num_classes: int | None = None, root=None, path_pr
     if "val" not in files and "test" not in files:
         raise SefarError(f"{where} has neither a val nor a test list (val.csv / test.csv, or *_val.txt)")
     resolver = PathResolver(root, path_prefix)
+    same_file = "val" in files and "test" in files and files["val"].read_bytes() == files["test"].read_bytes()
     splits = {split: read_list(files[split], num_classes=num_classes, resolver=resolver, fmt=fmt)
-              for split in SPLITS if split in files}
+              for split in SPLITS if split in files and not (split == "test" and same_file)}
     notes = []
-    if "val" in splits and "test" in splits and same_clips(splits["val"], splits["test"]):
-        del splits["test"]
+    if same_file or ("val" in splits and "test" in splits and same_clips(splits["val"], splits["test"])):
+        splits.pop("test", None)
         notes.append(f"{files['test'].name} lists the same clips as {files['val'].name} (as the authors ship "
                      "it): read once, as val")
     return splits, notes

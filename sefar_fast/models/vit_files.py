@@ -40,7 +40,8 @@ GIVE_INSTEAD = ("give ImageNet ViT weights: timm:NAME.TAG, hf:OWNER/REPO[/FILE] 
 
 def torch_file(path: Path) -> dict:
     # timm training checkpoints carry their argparse arguments: a plain namespace, safe to allow
-    torch.serialization.add_safe_globals([argparse.Namespace])
+    if argparse.Namespace not in torch.serialization.get_safe_globals():
+        torch.serialization.add_safe_globals([argparse.Namespace])
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
