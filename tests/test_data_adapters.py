@@ -3,30 +3,15 @@
 import json
 import pickle
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
+from video_files import write_video
 
 from sefar_fast.data.adapters import load_source
 from sefar_fast.data.prepare import prepare_from_spec
 from sefar_fast.data.store import ClipStore
 from sefar_fast.errors import SefarError
-
-
-def write_video(path, n=10, size=(16, 16), codec="libx264", rate=10):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=rate)
-        s.height, s.width = size
-        s.pix_fmt = "yuv420p"
-        for i in range(n):
-            pixels = np.full((*size, 3), (20 * i) % 250, np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def touch(path):

@@ -5,10 +5,10 @@ those tools write them, with tiny videos, and prepared end to end once."""
 import json
 import shutil
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
+from video_files import write_video
 
 from sefar_fast.data.adapters import load_source
 from sefar_fast.data.finegym import FINEGYM_FILES, GYM_NEW_PAIRS
@@ -31,21 +31,6 @@ ANNOTATION = {
     "yt3": {"E_000100_000110": {"event": 4, "timestamps": [[0.5, 1.5]], "segments": {
         "A_0000_0001": {"stages": 1, "timestamps": [[0.1, 0.4]]}}}},
 }
-
-
-def write_video(path, n=10, size=(16, 16), rate=10):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.height, s.width = size
-        s.pix_fmt = "yuv420p"
-        for i in range(n):
-            pixels = np.full((*size, 3), (20 * i) % 250, np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def category_lines():
