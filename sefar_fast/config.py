@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any
 import yaml
 
 from sefar_fast.errors import SefarError
-from sefar_fast.models.sizes import ARCHS
+from sefar_fast.models.sizes import ARCHS, arch_spec
+from sefar_fast.models.timesformer import ATTN_IMPLS
 from sefar_fast.ops.losses import MIX_LOSSES
 from sefar_fast.ops.regulation import REGULATIONS
 from sefar_fast.ops.views import PERTURBS
@@ -36,6 +38,7 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")
 PROTOCOLS = ("multiview", "reference")
 HEADLINES = ("student", "teacher")
+BACKENDS = ("auto", "dali", "pil")
 
 
 @dataclass
@@ -164,6 +167,9 @@ def fixmatch_method_keys(num_frames: int) -> dict[str, Any]:
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
 # Init options for training from scratch; off (timm's init) under --pretrained unless set explicitly.
 FROM_SCRATCH_INIT = ("model.pos_embed_std", "model.time_embed_std")
+SECTION_TYPES = {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)}
+TYPE_WORDS = {"str": "a text", "int": "an integer", "float": "a number", "bool": "true or false",
+              "list[int]": "integers", "list[float]": "numbers"}
 
 
 def preset_names() -> list[str]:
@@ -224,32 +230,58 @@ def resolve_key(key: str) -> tuple[str, str]:
     raise SefarError(f"unknown config key '{key}'{_did_you_mean(key, list(keys) + dotted)}")
 
 
+def _annotation(sec: str, name: str) -> str:
+    """The field's type as written in its dataclass ("int", "list[float]", "str | None", ...)."""
+    return next(f.type for f in dataclasses.fields(SECTION_TYPES[sec]) if f.name == name)
+
+
 def _coerce(sec: str, name: str, value: Any, current: Any) -> Any:
-    """Check a value against the field's type (taken from its current value)."""
+    """Check a value against the field's declared type; element types of lists too."""
     where = f"{sec}.{name}"
+    annotation = _annotation(sec, name)
+    optional = annotation.endswith("| None")
+    kind = annotation.removesuffix("| None").strip()
     if value is None:
-        return None
-    if isinstance(current, bool) or name in ("compile", "amp"):
+        if optional:
+            return None
+        raise SefarError(f"{where} needs a value ({TYPE_WORDS[kind]}), got null")
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         raise SefarError(f"{where} must be true or false, got {value!r}")
-    if isinstance(current, int) and not isinstance(current, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise SefarError(f"{where} must be an integer, got {value!r}")
-        return int(value)
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SefarError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(current, list):
+    if kind == "int":
+        return _as_int(where, value)
+    if kind == "float":
+        return _as_float(where, value)
+    if kind.startswith("list["):
+        example = current if isinstance(current, list) and current else [2, 2, 4]
         if not isinstance(value, (list, tuple)):
-            raise SefarError(f"{where} must be a list like [2, 2, 4], got {value!r}")
-        return list(value)
-    if isinstance(current, str) or current is None:
-        if isinstance(value, (dict, list)):
-            raise SefarError(f"{where} must be a single value, got {value!r}")
-        return value if isinstance(value, str) or current is None else str(value)
-    return value
+            raise SefarError(f"{where} must be a list like {example}, got {value!r}")
+        convert = _as_int if kind == "list[int]" else _as_float
+        try:
+            return [convert(where, v) for v in value]
+        except SefarError:
+            raise SefarError(f"{where} must be a list of {TYPE_WORDS[kind]} like {example}, got {value!r}") from None
+    if isinstance(value, (dict, list)):
+        raise SefarError(f"{where} must be a single value, got {value!r}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _as_int(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value:
+        raise SefarError(f"{where} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _as_float(where: str, value: Any) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string, in config files too
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SefarError(f"{where} must be a number, got {value!r}")
+    return float(value)
 
 
 def apply(cfg: Config, updates: dict[str, Any], source: str = "") -> Config:
@@ -345,57 +377,126 @@ def _choice(where: str, value: str, choices) -> None:
         raise SefarError(f"{where} '{value}' is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _seed(v) -> bool:
+    return 0 <= v < 2**63  # what torch.manual_seed and numpy's SeedSequence both take
+
+
+# What each key accepts, checked before anything is built: (test, the allowed range in words). Keys
+# checked elsewhere: the choices below, data.label_rate and eval.views (own messages), the paths
+# (data.root, data.store, model.pretrained, run.out: they must exist or be writable, `train.checks`),
+# and the booleans (their type is the whole rule, `_coerce`). Cross-field rules follow in `validate`.
+RANGES: dict[str, tuple[Any, str]] = {
+    "data.name": (lambda v: v.strip() != "", "a preset or a source such as store:DIR"),
+    "data.num_classes": (lambda v: v >= 0, "an integer >= 0 (0: take it from the data)"),
+    "data.split_seed": (_seed, "an integer in [0, 2^63)"),
+    "data.frame_size": (lambda v: len(v) == 2 and min(v) >= 1, "[height, width], two integers >= 1"),
+    "data.crop": (lambda v: v >= 1, "an integer >= 1"),
+    "data.scale_range": (lambda v: len(v) == 2 and 1 <= v[0] <= v[1], "[low, high] with 1 <= low <= high"),
+    "data.mean": (lambda v: len(v) == 3 and all(map(_finite, v)), "three finite numbers (per RGB channel)"),
+    "data.std": (lambda v: len(v) == 3 and all(_finite(x) and x > 0 for x in v),
+                 "three finite numbers > 0 (per RGB channel)"),
+    "data.synth_clips_per_class": (lambda v: v >= 2, "an integer >= 2 (one train and one val clip per class)"),
+    "data.synth_seed": (_seed, "an integer in [0, 2^63)"),
+    "model.patch_size": (lambda v: v is None or v >= 1, "an integer >= 1, or null for the arch's own"),
+    "model.drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.head_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.pos_embed_std": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "model.time_embed_std": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "method.elements": (lambda v: len(v) >= 1 and min(v) >= 1, "a non-empty list of frame counts >= 1, e.g. [2,2,4]"),
+    "method.threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "method.mc_samples": (lambda v: v >= 1, "an integer >= 1"),
+    "method.mix_alpha": (lambda v: _finite(v) and v > 0, "a finite number > 0 (tube mixing draws Beta(alpha, alpha))"),
+    "method.w_un": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "method.w_mix": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "method.channel_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "method.ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "method.warmup_epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "method.unlabeled_ratio": (lambda v: v >= 1, "an integer >= 1 (unlabeled clips per labeled clip)"),
+    "optim.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.batch_size": (lambda v: v >= 1, "an integer >= 1 (--batch-size)"),
+    "optim.accum_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.global_batch": (lambda v: v >= 0, "0 (off) or a number of labeled clips, e.g. 64"),
+    "optim.lr": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "optim.ref_batch": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.weight_decay": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "optim.milestones": (lambda v: all(0 < m < 1 for m in v) and list(v) == sorted(v),
+                         "ascending fractions of the run, each in (0, 1)"),
+    "optim.lr_factors": (lambda v: all(_finite(f) and f > 0 for f in v), "finite numbers > 0"),
+    "optim.lr_warmup_epochs": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (epochs)"),
+    "eval.every": (lambda v: v >= 1, "an integer >= 1 (epochs between validations)"),
+    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "run.seed": (_seed, "an integer in [0, 2^63)"),
+    "run.log_every": (lambda v: v >= 1, "an integer >= 1 (optimizer steps)"),
+    "run.keep": (lambda v: v >= 0, "an integer >= 0"),
+    "run.ckpt_every_steps": (lambda v: v >= 0, "an integer >= 0 (0: only at epoch ends)"),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.backend": BACKENDS, "model.arch": tuple(ARCHS), "model.attn": ATTN_IMPLS, "method.name": METHODS,
+    "method.perturb": PERTURBS, "method.regulation": REGULATIONS, "method.teacher_mc": TEACHER_MC,
+    "method.mix_loss": MIX_LOSSES, "optim.name": OPTIMIZERS, "eval.protocol": PROTOCOLS, "eval.headline": HEADLINES,
+    "run.device": DEVICES,
+}
+
+
+def _shown(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
 def validate(cfg: Config) -> None:
-    m, d, o = cfg.method, cfg.data, cfg.optim
-    _choice("method", m.name, METHODS)
-    _choice("perturb", m.perturb, PERTURBS)
-    _choice("regulation", m.regulation, REGULATIONS)
-    _choice("teacher_mc", m.teacher_mc, TEACHER_MC)
-    _choice("mix_loss", m.mix_loss, MIX_LOSSES)
-    _choice("arch", cfg.model.arch, list(ARCHS))
-    _choice("device", cfg.run.device, DEVICES)
-    _choice("optimizer", cfg.optim.name, OPTIMIZERS)
-    _choice("eval protocol", cfg.eval.protocol, PROTOCOLS)
-    _choice("eval headline", cfg.eval.headline, HEADLINES)
+    """Every key within its range, then the rules between keys; SefarError naming key, value and range."""
+    for key, allowed in CHOICES.items():
+        sec, name = key.split(".")
+        _choice(key, getattr(getattr(cfg, sec), name), allowed)
+    d, m, o = cfg.data, cfg.method, cfg.optim
     if not (0 < d.label_rate <= 1):
-        raise SefarError(f"label rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled clips")
-    if not m.elements or any(n < 1 for n in m.elements):
-        raise SefarError(f"elements {m.elements} must be a non-empty list of positive frame counts, e.g. [2,2,4]")
-    if len(m.elements) > 1 and max(m.elements[:-1]) > m.elements[-1]:
-        raise SefarError(f"elements {m.elements}: the last (context) element must be the longest")
-    if m.mc_samples < 1:
-        raise SefarError(f"mc_samples {m.mc_samples} must be at least 1")
-    if not (0 <= m.channel_drop < 1):
-        raise SefarError(f"channel_drop {m.channel_drop} must be in [0, 1)")
-    if not (0 < m.ema_decay < 1):
-        raise SefarError(f"ema_decay {m.ema_decay} must be in (0, 1)")
-    if o.epochs < 1 or o.batch_size < 1 or o.accum_steps < 1:
-        raise SefarError("epochs, batch_size and accum_steps must be at least 1")
-    if o.global_batch < 0:
-        raise SefarError(f"optim.global_batch {o.global_batch} must be 0 (off) or a number of labeled clips, e.g. 64")
-    if m.name != "supervised" and m.warmup_epochs >= o.epochs:
-        raise SefarError(
-            f"warmup_epochs {m.warmup_epochs} leaves no semi-supervised epoch out of {o.epochs}: "
-            "raise --epochs or lower method.warmup_epochs"
-        )
-    if len(d.frame_size) != 2 or min(d.frame_size) < 1:
-        raise SefarError(f"data.frame_size {d.frame_size} must be [height, width]")
-    if d.crop > min(d.frame_size):
-        raise SefarError(f"data.crop {d.crop} is larger than the frames {d.frame_size}")
-    if len(d.scale_range) != 2 or d.scale_range[0] > d.scale_range[1]:
-        raise SefarError(f"data.scale_range {d.scale_range} must be [low, high]")
+        raise SefarError(f"data.label_rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled "
+                         "clips")
+    for key, (ok, allowed) in RANGES.items():
+        sec, name = key.split(".")
+        value = getattr(getattr(cfg, sec), name)
+        if not ok(value):
+            raise SefarError(f"{key} {_shown(value)} is out of range: it must be {allowed}")
     try:
         t, s = (int(v) for v in cfg.eval.views.lower().split("x"))
         assert t >= 1 and s >= 1
     except (ValueError, AssertionError):
         raise SefarError(f"eval views '{cfg.eval.views}' must look like TxS, e.g. 5x3 or 1x1") from None
-    if cfg.run.keep < 0 or cfg.run.ckpt_every_steps < 0 or cfg.run.log_every < 1:
-        raise SefarError("run.keep and run.ckpt_every_steps must be >= 0 and run.log_every >= 1")
+    _validate_together(cfg, d, m, o)
+
+
+def _validate_together(cfg: Config, d: DataConfig, m: MethodConfig, o: OptimConfig) -> None:
+    """The rules between keys."""
+    if len(m.elements) > 1 and max(m.elements[:-1]) > m.elements[-1]:
+        raise SefarError(f"elements {m.elements}: the last (context) element must be the longest")
+    if m.name != "supervised" and m.warmup_epochs >= o.epochs:
+        raise SefarError(
+            f"warmup_epochs {m.warmup_epochs} leaves no semi-supervised epoch out of {o.epochs}: "
+            "raise --epochs or lower method.warmup_epochs"
+        )
+    if d.crop > min(d.frame_size):
+        raise SefarError(f"data.crop {d.crop} is larger than the frames {d.frame_size}")
+    patch = arch_spec(cfg.model.arch, cfg.model.patch_size).patch_size
+    if d.crop % patch:
+        raise SefarError(f"data.crop {d.crop} is not a multiple of the patch size {patch} of {cfg.model.arch}; "
+                         f"use a crop such as {max(patch, d.crop // patch * patch)} or set model.patch_size")
+    if d.scale_range[0] < d.crop:
+        # The frame's short side is scaled to a size in the range, then cropped: below the crop the
+        # crop box would not fit and the zoom would be clamped away.
+        raise SefarError(f"data.scale_range {d.scale_range} starts below data.crop {d.crop}: the short side is "
+                         f"scaled into this range before the crop; use a range from {d.crop} up")
     if len(o.milestones) != len(o.lr_factors):
-        raise SefarError("optim.milestones and optim.lr_factors must have the same length")
-    if not (0 <= o.lr_warmup_epochs < o.epochs):
+        raise SefarError(f"optim.milestones {o.milestones} and optim.lr_factors {o.lr_factors} must have the same "
+                         "length (one factor per milestone)")
+    if o.lr_warmup_epochs >= o.epochs:
         raise SefarError(f"optim.lr_warmup_epochs {o.lr_warmup_epochs} must be in [0, epochs={o.epochs}): "
                          "lower it or raise --epochs")
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise SefarError("optim.nesterov needs optim.momentum > 0 (got 0); set a momentum or optim.nesterov=false")
 
 
 def eval_views(cfg: Config) -> tuple[int, int]:

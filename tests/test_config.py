@@ -57,8 +57,8 @@ def test_ambiguous_bare_key():
     "args, message",
     [
         (dict(data="gym100"), "unknown data preset 'gym100' \\(did you mean 'gym99'"),
-        (dict(flags={"data.label_rate": 0.0}), "label rate 0.0 must be in \\(0, 1\\]"),
-        (dict(flags={"data.label_rate": 1.5}), "label rate 1.5"),
+        (dict(flags={"data.label_rate": 0.0}), "label_rate 0.0 must be in \\(0, 1\\]"),
+        (dict(flags={"data.label_rate": 1.5}), "label_rate 1.5"),
         (dict(flags={"model.arch": "vit-h"}), "arch 'vit-h' is not one of"),
         (dict(overrides=["perturb=reverse"]), "perturb 'reverse' is not one of"),
         (dict(overrides=["epochs=ten"]), "optim.epochs must be an integer"),

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sefar_fast.config import Config
+from sefar_fast.config import Config, preset_names
+from sefar_fast.data.direct import SOURCE_KINDS
 from sefar_fast.data.lists import LIST_SUFFIXES
 from sefar_fast.errors import SefarError
-from sefar_fast.models.sizes import arch_spec
 from sefar_fast.models.vit_files import read_vit_state
 from sefar_fast.models.weights import resolve_weights
 
@@ -33,10 +33,14 @@ def preflight(cfg: Config) -> None:
         if not Path(path).exists():
             what = "list file" if Path(path).suffix.lower() in LIST_SUFFIXES else "folder"
             raise SefarError(f"--data {d.name}: {what} {path} does not exist")
-    patch = arch_spec(model.arch, model.patch_size).patch_size
-    if d.crop % patch:
-        raise SefarError(f"data.crop {d.crop} is not a multiple of the patch size {patch} of {model.arch}; "
-                         f"use a crop such as {max(patch, d.crop // patch * patch)} or set model.patch_size")
+    if d.store is not None and not Path(d.store).is_dir():
+        raise SefarError(f"data.store {d.store} is not a folder; give a clip store written by `sefar prepare`")
+    if sep and kind not in ("store", "video") and kind.lower() not in SOURCE_KINDS:
+        raise SefarError(f"--data {d.name}: unknown source kind '{kind}'; use a preset or store:DIR, lists:DIR, "
+                         "folder:DIR or video:SPEC")
+    if not sep and d.name not in preset_names():
+        raise SefarError(f"data.name '{d.name}' is neither a preset ({', '.join(preset_names())}) nor a source "
+                         "such as store:DIR, lists:DIR, folder:DIR or video:SPEC")
 
 
 def check_data(cfg: Config, data, warn) -> None:
