@@ -1,7 +1,11 @@
 """Checkpoint files: round trip, atomic replacement, clear errors."""
 
+import json
 import os
+import pickle
+import random
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -77,3 +81,91 @@ def test_state_round_trip_and_errors(tmp_path):
         load_state(tmp_path / "bad.state")
     with pytest.raises(SefarError, match="does not exist"):
         load_state(tmp_path / "missing.state")
+
+
+def _same(a, b) -> bool:
+    """Equal values of the same types, all the way down (tuples stay tuples, int keys stay ints)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b or (a != a and b != b)  # nan == nan here
+
+
+def test_a_state_comes_back_with_its_types(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    net(torch.randn(4, 3)).sum().backward()
+    states = {}
+    for name, opt in (("sgd", torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)),
+                      ("adamw", torch.optim.AdamW(net.parameters(), lr=0.1))):
+        opt.step()
+        states[name] = opt.state_dict()  # int keys, tuples (betas), 0-d tensors (step)
+    state = {"optimizers": states, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                           "python": random.getstate(), "cuda": None},
+             "numbers": [0, -1, 2.5, float("nan"), float("inf"), True, None, "text", np.int64(7), np.float32(0.5)],
+             "empty": torch.zeros(0, 2), "flags": torch.tensor([True, False]), "half": torch.ones(2, dtype=torch.bfloat16),
+             "nested": {3: {"__sefar__": "a key that looks like a tag"}}}
+    save_state(tmp_path / "s.state", state)
+    back = load_state(tmp_path / "s.state")
+    assert _same(back, state)
+    assert not _same({1: 0}, {"1": 0}) and not _same((1,), [1])  # the comparison itself tells them apart
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this calls os.mkdir(marker)
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_crafted_state_runs_no_code(tmp_path):
+    marker = tmp_path / "code-ran"
+    pickled = tmp_path / "pickled.state"  # what an older sefar wrote, with a payload inside
+    torch.save({"progress": {}, "payload": _RunsCode(marker)}, pickled)
+    with pytest.raises(SefarError, match="is a pickle written by an older sefar; it is not read"):
+        load_state(pickled)
+    bare = tmp_path / "bare.state"
+    bare.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(SefarError, match="is a pickle"):
+        load_state(bare)
+    assert not marker.exists()
+    # A state file in today's format whose tree asks for objects: refused as corrupt, nothing built.
+    for tree in ({"__sefar__": "ndarray", "name": "0", "dtype": "|O", "shape": [1]},
+                 {"__sefar__": "object", "module": "os", "name": "system"}):
+        crafted = tmp_path / "crafted.state"
+        save_file({"0": torch.zeros(8, dtype=torch.uint8)}, str(crafted),
+                  metadata={"format": "sefar-state-1", "state": json.dumps(tree)})
+        with pytest.raises(SefarError, match="is corrupt"):
+            load_state(crafted)
+
+
+def test_a_corrupt_last_checkpoint_names_the_pair_still_there(tmp_path):
+    from sefar_fast.train.checkpoints import RunCheckpoints
+
+    files = RunCheckpoints(tmp_path)
+    for step in (1, 2):
+        files.save({"w": torch.full((2,), float(step))}, None, {"config": {}, "class_names": [], "global_step": step},
+                   {"progress": {"global_step": step}}, epoch_end=step, keep=2)
+    files.last.unlink()  # a copy of the run that broke off: the epoch file (a hard link) is whole
+    files.last.write_bytes(b"cut short")
+    with pytest.raises(SefarError) as e:
+        files.load_latest()
+    message = str(e.value)
+    assert "last.safetensors is corrupt" in message
+    assert (f"epoch-002.safetensors still pairs with last.state: copy it over last.safetensors "
+            f"(cp {tmp_path / 'epoch-002.safetensors'} {files.last}) to continue exactly from its step 2") in message
+    files.last.write_bytes((tmp_path / "epoch-002.safetensors").read_bytes())  # what the message says to do
+    weights, state = files.load_latest()
+    assert state["progress"]["global_step"] == 2 and torch.equal(weights.student["w"], torch.full((2,), 2.0))
+    (tmp_path / "last.state").unlink()
+    (tmp_path / "prev.state").unlink()
+    files.last.write_bytes(b"cut short")
+    with pytest.raises(SefarError, match="no other checkpoint pairs with a training state: evaluate .*epoch-002"):
+        files.load_latest()

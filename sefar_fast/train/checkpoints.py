@@ -75,7 +75,10 @@ class RunCheckpoints:
 
     def load_latest(self) -> tuple[Checkpoint, dict[str, Any]]:
         """last.safetensors and the state that pairs with it (see the module docstring)."""
-        weights = load_weights(self.last)
+        try:
+            weights = load_weights(self.last)
+        except SefarError as e:
+            raise SefarError(f"{e}; {self._other_pair()}") from None
         wanted = weights.meta.get("checkpoint_id")
         problems = []
         for candidate in (self.last_state, self.prev_state):
@@ -93,6 +96,30 @@ class RunCheckpoints:
         why = f" ({'; '.join(problems)})" if problems else ""
         raise SefarError(f"{self.dir}: no training state pairs with {self.last.name}{why}; the run cannot be "
                          f"resumed exactly: evaluate {self.last} or start a new run with another --out")
+
+    def _other_pair(self) -> str:
+        """What is left to continue from when last.safetensors cannot be read (for its error message)."""
+        states = {}
+        for path in (self.last_state, self.prev_state):
+            try:
+                states[load_state(path).get("checkpoint_id")] = path
+            except SefarError:
+                pass
+        epochs = sorted((p for p in self.dir.iterdir() if EPOCH_FILE.match(p.name)), reverse=True)
+        readable = []
+        for path in [*epochs, self.best]:
+            try:
+                meta = read_metadata(path)
+            except SefarError:
+                continue
+            readable.append(path)
+            if meta.get("checkpoint_id") in states:
+                return (f"{path.name} still pairs with {states[meta['checkpoint_id']].name}: copy it over "
+                        f"{self.last.name} (cp {path} {self.last}) to continue exactly from its step "
+                        f"{meta.get('global_step')}, or evaluate it")
+        if readable:
+            return f"no other checkpoint pairs with a training state: evaluate {readable[0]} or start a new run"
+        return "no other checkpoint of the run can be read: start a new run"
 
     def clean_temporaries(self) -> None:
         """Remove half-written temporaries left by a process killed mid-write."""
