@@ -34,6 +34,11 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def is_temporary(path: Path) -> bool:
+    """A temporary of `atomic_write` (a write that never finished, if its process is gone)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path), fsync the temporary, rename it over `path`, fsync the folder."""
     path = Path(path)

@@ -22,7 +22,7 @@ def is_heavy(name: str) -> bool:
     return any(name == h or name.startswith(h + ".") for h in HEAVY)
 
 # The layer of a module: its first name under sefar_fast, with the ground modules grouped.
-GROUND = {"errors", "console", "distributed", "io", "__init__"}
+GROUND = {"errors", "console", "distributed", "io", "lock", "__init__"}
 
 # Which layers each layer may import (itself always).
 ALLOWED = {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from sefar_fast.distributed import all_reduce_sum, any_rank, barrier, broadcast_
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.evaluate import evaluate_model
 from sefar_fast.io import atomic_write_text
+from sefar_fast.lock import FolderLock
 from sefar_fast.models import load_pretrained, model_from_config
 from sefar_fast.train import resume as resume_rules
 from sefar_fast.train.checkpoints import RunCheckpoints
@@ -62,9 +64,10 @@ ON_NAN = ("skip", "stop")
 
 
 def default_run_dir(cfg: Config) -> Path:
+    """runs/<data>-<method>-<time>-s<seed>-<random>: runs started in the same second never share a folder."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = cfg.data.name.replace(":", "-").replace("/", "_")
-    return Path("runs") / f"{name}-{cfg.method.name}-{stamp}"
+    return Path("runs") / f"{name}-{cfg.method.name}-{stamp}-s{cfg.run.seed}-{secrets.token_hex(3)}"
 
 
 class Trainer:
@@ -88,7 +91,9 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         self.amp = cfg.run.amp if cfg.run.amp is not None else on_cuda
         self.compile = cfg.run.compile if cfg.run.compile is not None else on_cuda
-        plan = self._plan(resume, resume_from)
+        self.resume_arg, self.resume_from = resume, resume_from
+        self.lock: FolderLock | None = None  # taken by rank 0 in setup(), for the whole run
+        plan = self._plan()
         self.run_dir, self.resuming = plan.run_dir, plan.resuming
         cfg.run.out = str(self.run_dir)
         self.files = RunCheckpoints(self.run_dir)
@@ -243,14 +248,23 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ setup
-    def _plan(self, resume, resume_from) -> resume_rules.RunPlan:
-        """Rank 0 decides (folder, resume or not); every rank gets the same answer or the same error."""
+    def _plan(self, lock: bool = False) -> resume_rules.RunPlan:
+        """Rank 0 decides (folder, resume or not); every rank gets the same answer or the same error.
+
+        lock: take the run folder's lock first and decide under it (another process may have written
+        the folder since the first look)."""
         answer = None
         if self.dist.is_main:
             try:
-                plan = resume_rules.plan_run(self.cfg, resume, resume_from, default_run_dir(self.cfg))
+                run_dir = resume_rules.chosen_dir(self.cfg, self.resume_from, default_run_dir(self.cfg))
+                self.lock = FolderLock(run_dir, "sefar train")
+                if lock:
+                    self.lock.acquire("choose another --out")
+                else:  # a first look, before judging the folder's contents: nothing is written yet
+                    self.lock.check_free("choose another --out")
+                plan = resume_rules.plan_run(self.cfg, self.resume_arg, self.resume_from, run_dir)
                 if plan.resuming:
-                    resume_rules.check_same_run(plan.run_dir, self.cfg, explicit=resume_from is not None)
+                    resume_rules.check_same_run(plan.run_dir, self.cfg, explicit=self.resume_from is not None)
                 answer = (plan, None)
             except SefarError as e:
                 answer = (None, str(e))
@@ -262,6 +276,7 @@ class Trainer:
     def setup(self) -> None:
         """Run folder, data, model, optimizer, resumed state, step and loaders."""
         cfg = self.cfg
+        self.resuming = self._plan(lock=True).resuming
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.files.clean_temporaries()
@@ -336,6 +351,8 @@ class Trainer:
         for loader in (self.labeled, self.unlabeled):
             if loader is not None:
                 loader.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # ------------------------------------------------------------------ checkpoints and stops
     def save(self, acc: dict[str, torch.Tensor] | None, metrics: dict, *, epoch_end: int | None = None,

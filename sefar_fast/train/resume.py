@@ -31,6 +31,8 @@ from sefar_fast.config import (
     validate,
 )
 from sefar_fast.errors import SefarError
+from sefar_fast.io import is_temporary
+from sefar_fast.lock import LOCK_NAME
 
 # Keys that may differ between a run and its continuation.
 MAY_CHANGE_ON_RESUME = {
@@ -103,6 +105,13 @@ def resume_config(resume_from: str | Path, *, data: str | None, config_file: str
     return cfg
 
 
+def chosen_dir(cfg: Config, resume_from: str | Path | None, default_dir: Path) -> Path:
+    """The run folder a command names: --resume-from's, else --out, else the default."""
+    if resume_from is not None:
+        return run_dir_of(resume_from)
+    return Path(cfg.run.out) if cfg.run.out else default_dir
+
+
 def plan_run(cfg: Config, resume: bool | None, resume_from: str | Path | None, default_dir: Path) -> RunPlan:
     """Decide the run folder and whether to continue the run in it (nothing is written here)."""
     if resume_from is not None:
@@ -112,7 +121,7 @@ def plan_run(cfg: Config, resume: bool | None, resume_from: str | Path | None, d
     run_dir = Path(cfg.run.out) if cfg.run.out else default_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise SefarError(f"--out {run_dir} is a file; give a folder for the run")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(p.name != LOCK_NAME and not is_temporary(p) for p in run_dir.iterdir()):
         if not (run_dir / "config.yaml").is_file():
             raise SefarError(f"output folder {run_dir} holds files that are not a sefar run; choose another --out")
         if (run_dir / "finished").is_file():
