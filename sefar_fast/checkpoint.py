@@ -62,6 +62,10 @@ class Checkpoint:
 
 def load_weights(path: str | Path) -> Checkpoint:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.safetensors"))
+        example = path / ("best.safetensors" if "best.safetensors" in inside else (inside or ["best.safetensors"])[0])
+        raise SefarError(f"checkpoint {path} is a folder; give a checkpoint file in it, e.g. {example}")
     if not path.is_file():
         raise SefarError(f"checkpoint {path} does not exist (look in runs/<run>/ for best.safetensors)")
     try:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sefar_fast.errors import SefarError
+
 CACHE_ENV = "SEFAR_CACHE"
 
 
@@ -40,20 +42,47 @@ def is_temporary(path: Path) -> bool:
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path), fsync the temporary, rename it over `path`, fsync the folder."""
+    """Call write(tmp_path), fsync the temporary, rename it over `path`, fsync the folder.
+
+    A file system that refuses (full, read-only, no permission) is a SefarError naming the file; the
+    previous file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _hang_for_tests(path)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return path
+
+
+def write_error(path: Path, e: OSError) -> SefarError:
+    """The one line for a write the file system refused."""
+    kept = " (the previous file is intact)" if path.is_file() else ""
+    return SefarError(f"cannot write {path} ({e.strerror or e}){kept}; free space there or use a writable folder")
+
+
+def ensure_writable(folder: str | Path, fix: str) -> Path:
+    """Create `folder` and write a file there, before long work whose results go there; SefarError
+    naming the folder and `fix` (what else the user can do) when the file system refuses."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_name(folder / "write-check")
+        try:
+            probe.write_bytes(b"sefar")
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as e:
+        raise SefarError(f"cannot write to {folder} ({e.strerror or e}); {fix}") from None
+    return folder
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -109,3 +109,52 @@ def test_top_classes_order_and_ties():
     top = top_classes(probs, list("abcde"), 4)
     assert [t["class_id"] for t in top] == [1, 2, 4, 0]  # tie 1/2: lower id first, as argmax
     assert [t["name"] for t in top] == ["b", "c", "e", "a"]
+
+
+@pytest.mark.slow
+def test_bad_files_among_good_ones_are_each_reported_after_the_results(tiny_run, tmp_path, monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    ckpt_path = _pil_checkpoint(tiny_run.last, tmp_path / "pil.safetensors")
+    ckpt, cfg, ds, dev = open_checkpoint_data(ckpt_path)
+    rec = ds.store.records[ds.val[0]]
+    good = tmp_path / "good.mp4"
+    write_h264(good, ds.store.read_frames(ds.val[0], range(rec.num_frames)))
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    out = tmp_path / "pred.json"
+    code, err = run_cli(["predict", ckpt_path, bad, good, tmp_path / "missing.mp4", "--views", "1x1",
+                         "--json", out], monkeypatch, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), err
+    assert "broken.mp4" in lines[0] and "codec" in lines[0]
+    assert lines[1] == f"error: video {tmp_path / 'missing.mp4'} does not exist"
+    pred = json.loads(out.read_text())  # the good result is kept, the bad files are listed
+    assert [p["video"] for p in pred["predictions"]] == [str(good)]
+    assert [f["video"] for f in pred["failed"]] == [str(bad), str(tmp_path / "missing.mp4")]
+
+
+def test_weights_holding_nan_are_refused_before_any_video(tiny_run, tmp_path, monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    ckpt = load_weights(tiny_run.last)
+    teacher = dict(ckpt.teacher)
+    name = sorted(teacher)[3]
+    teacher[name] = teacher[name].clone()
+    teacher[name].view(-1)[0] = float("nan")
+    poisoned = tmp_path / "nan.safetensors"
+    save_weights(poisoned, ckpt.student, teacher, ckpt.meta)
+    code, err = run_cli(["predict", poisoned, tmp_path / "never-read.mp4"], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip() == (f"error: checkpoint {poisoned}: the teacher weights hold NaN or inf ({name}); "
+                           "use an earlier checkpoint")
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file_to_give(tiny_run, monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    code, err = run_cli(["predict", tiny_run.run, "clip.mp4"], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip() == (f"error: checkpoint {tiny_run.run} is a folder; give a checkpoint file in it, "
+                           f"e.g. {tiny_run.run / 'best.safetensors'}")

@@ -96,3 +96,30 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
         FolderLock(tmp_path / "run", "sefar eval").acquire("choose another --out")
     first.release()
     FolderLock(tmp_path / "run", "sefar eval").acquire("choose another --out").release()
+
+
+def test_eval_writing_into_a_run_in_use_is_refused_before_scoring(tiny_run, tmp_path, monkeypatch, capsys):
+    from sefar_fast.eval import evaluate
+
+    held = FolderLock(tiny_run.run, "sefar train").acquire("choose another --out")  # a training still running
+    try:
+        def not_now(*args, **kwargs):
+            raise AssertionError("scored clips before refusing")
+
+        with monkeypatch.context() as m:
+            m.setattr(evaluate, "score_views", not_now)
+            code, err = run_cli(["eval", tiny_run.best, "--views", "1x1"], monkeypatch, capsys)
+            assert code == 2
+            assert err.strip() == (f"error: {tiny_run.run} is in use by sefar train (PID {os.getpid()} on "
+                                   f"{socket.gethostname()}); wait for it to end, or write the reports elsewhere "
+                                   "with --out")
+            # a report folder that cannot be made is refused before scoring too
+            (tmp_path / "a-file").write_text("")
+            code, err = run_cli(["eval", tiny_run.best, "--out", tmp_path / "a-file" / "reports"], monkeypatch, capsys)
+            assert code == 2 and "cannot write to" in err and "write the reports elsewhere with --out" in err
+        code, err = run_cli(["eval", tiny_run.best, "--views", "1x1", "--model", "student", "--out",
+                             tmp_path / "reports"], monkeypatch, capsys)
+        assert code == 0, err
+        assert (tmp_path / "reports" / "student" / "report.json").is_file()
+    finally:
+        held.release()

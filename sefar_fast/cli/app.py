@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 from sefar_fast import __version__
 from sefar_fast.console import console, err_console, is_main_process
 from sefar_fast.errors import SefarError
-from sefar_fast.io import atomic_write_text
+from sefar_fast.io import atomic_write_text, ensure_writable
 
 app = typer.Typer(
     name="sefar",
@@ -73,6 +73,15 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ):
     _STATE["debug"] = debug
+
+
+def check_json_target(path: Optional[Path]) -> None:
+    """--json PATH: refuse a path that cannot be written before the command computes what goes there."""
+    if path is None or str(path) == "-" or not is_main_process():
+        return
+    if path.is_dir():
+        raise SefarError(f"--json {path} is a folder; give a file name, or '-' for stdout")
+    ensure_writable(path.parent, "choose another --json path, or '-' for stdout")
 
 
 def write_json(path: Optional[Path], payload: dict) -> None:
@@ -193,6 +202,7 @@ def train(
                             flags=flags, overrides=list(ctx.args))
     else:
         cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
+    check_json_target(json_out)
     result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile)
     write_json(json_out, result)
 
@@ -224,6 +234,8 @@ def eval_cmd(
     teacher and the student; --protocol reference writes <run>/eval/student-reference/.
     """
     from sefar_fast.eval.evaluate import evaluate_checkpoint
+
+    check_json_target(json_out)
 
     result = evaluate_checkpoint(
         checkpoint, data=data, root=root, split=split, views=views, protocol=protocol, which=model,
@@ -294,6 +306,8 @@ def prepare(
     """Decode every clip once into a JPEG clip store (resumable; reports unreadable clips)."""
     from sefar_fast.data.datasets import prepare_source
 
+    check_json_target(json_out)
+
     summary = prepare_source(source, out, root=root, short_side=short_side, fps=fps, workers=workers)
     write_json(json_out, summary)
     failed = summary.get("failed") or []
@@ -323,6 +337,8 @@ def bench(
     """Throughput and memory: reference-style iteration against the fast one, model MFU, data loading."""
     from sefar_fast.bench.runner import run_bench
 
+    check_json_target(json_out)
+
     extra = {"threads": threads} if threads is not None else {}
     result = run_bench(sections=section or None, arch=arch, batch=batch, device=device.value if device else None,
                        quick=quick, unlabeled=unlabeled, compile=compile, **extra)
@@ -340,12 +356,20 @@ def predict(
     device: Optional[Device] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write predictions as JSON ('-' for stdout)."),
 ):
-    """Classify video files: top-k class names with probabilities."""
+    """Classify video files: top-k class names with probabilities.
+
+    Every video that can be read gets its result; each one that cannot is reported in one line after
+    them, and the command then exits with status 2 (`--json` lists them under "failed").
+    """
     from sefar_fast.eval.predict import predict_videos
+
+    check_json_target(json_out)
 
     result = predict_videos(checkpoint, videos, top_k=top_k, which=model, device=device.value if device else None,
                             views=views, show=str(json_out) != "-")
     write_json(json_out, result)
+    if result["failed"]:  # each was reported under the results of the others
+        raise typer.Exit(2)
 
 
 @app.command(epilog="Example:\n\n    sefar extract best.safetensors --data synth --split val --out feats.safetensors")

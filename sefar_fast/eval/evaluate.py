@@ -24,6 +24,7 @@ protocol): report.json, per_class.csv, confusion.png, confusion_pairs.csv.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as tdist
 
 from sefar_fast import kernels
-from sefar_fast.checkpoint import load_weights
+from sefar_fast.checkpoint import Checkpoint, load_weights
 from sefar_fast.config import config_from_dict, eval_views, set_value, validate
 from sefar_fast.console import console, err_console, progress_bar, results_table
 from sefar_fast.data.datasets import open_dataset
@@ -43,6 +44,8 @@ from sefar_fast.distributed import pick_device
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.metrics import ScoreAccumulator
 from sefar_fast.eval.qa import score_qa_file
+from sefar_fast.io import ensure_writable
+from sefar_fast.lock import FolderLock
 from sefar_fast.models import model_from_config
 from sefar_fast.ops.views import draw_view_params, eval_view_params
 
@@ -152,6 +155,10 @@ def load_model(ckpt, which: str, device):
     if weights is None:
         raise SefarError(f"checkpoint {ckpt.path} holds no {which} weights (the teacher exists once the "
                          "supervised warm-up has ended); use --model student or a later checkpoint")
+    bad = [name for name, value in weights.items() if value.is_floating_point() and not value.isfinite().all()]
+    if bad:
+        raise SefarError(f"checkpoint {ckpt.path}: the {which} weights hold NaN or inf ({bad[0]}"
+                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); use an earlier checkpoint")
     model.load_state_dict(weights)
     return cfg, model.to(device).eval()
 
@@ -176,8 +183,9 @@ def open_checkpoint_data(checkpoint, *, data=None, root=None, views=None, device
     """Load a checkpoint and the dataset to score it on: (ckpt, cfg, dataset, device).
 
     The data defaults to the checkpoint's own; another one must have the same class count.
+    `checkpoint`: a path, or a Checkpoint already loaded.
     """
-    ckpt = load_weights(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_weights(checkpoint)
     cfg = config_from_dict(ckpt.config)
     if data is not None:
         cfg.data.name = data
@@ -191,7 +199,7 @@ def open_checkpoint_data(checkpoint, *, data=None, root=None, views=None, device
     dev = pick_device(device or cfg.run.device)
     ds = open_dataset(cfg)
     if ds.num_classes != len(ckpt.class_names):
-        raise SefarError(f"checkpoint {checkpoint} has {len(ckpt.class_names)} classes but data '{cfg.data.name}' "
+        raise SefarError(f"checkpoint {ckpt.path} has {len(ckpt.class_names)} classes but data '{cfg.data.name}' "
                          f"has {ds.num_classes}; evaluate on the data it was trained on")
     return ckpt, cfg, ds, dev
 
@@ -219,15 +227,42 @@ def evaluate_checkpoint(checkpoint, *, data=None, root=None, split="val", views=
     subfolder per model. qa: a Gym-QA json scored from the same clip probabilities. show=False: no
     progress bars and no table (e.g. when the JSON goes to stdout).
     """
-    from sefar_fast.eval.reports import write_report
-
     if protocol not in ("multiview", "reference"):
         raise SefarError(f"--protocol '{protocol}' must be multiview or reference")
     if which not in ("both", "teacher", "student"):
         raise SefarError(f"--model '{which}' must be teacher, student or both")
     if protocol == "reference" and which == "teacher":
         raise SefarError("--protocol reference scores the student (as the released code); drop --model teacher")
-    ckpt, cfg, ds, dev = open_checkpoint_data(checkpoint, data=data, root=root, views=views, device=device)
+    ckpt = load_weights(checkpoint)  # a missing or broken checkpoint is told before anything is written
+    out_dir = Path(out) if out else Path(checkpoint).parent / "eval"
+    with reports_folder(Path(checkpoint), out_dir):
+        return _evaluate(ckpt, out_dir, data=data, root=root, split=split, views=views, protocol=protocol,
+                         which=which, device=device, qa=qa, seed=seed, show=show)
+
+
+@contextmanager
+def reports_folder(checkpoint: Path, out_dir: Path):
+    """Hold the run folder's lock while the reports are written into it (a `sefar train` or another
+    eval there is refused, and refuses this one), and check that the reports can be written, both
+    before any clip is scored."""
+    run_dir = checkpoint.parent
+    inside = (run_dir / "config.yaml").is_file() and out_dir.resolve().is_relative_to(run_dir.resolve())
+    lock = FolderLock(run_dir, "sefar eval")
+    if inside:
+        lock.acquire("write the reports elsewhere with --out")
+    try:
+        ensure_writable(out_dir, "write the reports elsewhere with --out")
+        yield
+    finally:
+        lock.release()
+
+
+def _evaluate(ckpt: Checkpoint, out_dir: Path, *, data, root, split, views, protocol, which, device, qa, seed,
+              show) -> dict[str, Any]:
+    from sefar_fast.eval.reports import write_report
+
+    checkpoint = ckpt.path
+    ckpt, cfg, ds, dev = open_checkpoint_data(ckpt, data=data, root=root, views=views, device=device)
     indices = split_indices(ds, split)
     notes = []
     if protocol == "reference":
@@ -238,7 +273,6 @@ def evaluate_checkpoint(checkpoint, *, data=None, root=None, split="val", views=
             notes.append(("teacher", "not in this checkpoint (saved before the warm-up ended)"))
     else:
         models = [which]
-    out_dir = Path(out) if out else Path(checkpoint).parent / "eval"
     t_s = eval_views(cfg) if protocol == "multiview" else (1, 1)
     views_text = f"{t_s[0]}x{t_s[1]}" if protocol == "multiview" else "1x1 random"
     label = MULTIVIEW_LABEL if protocol == "multiview" else REFERENCE_LABEL

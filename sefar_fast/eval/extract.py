@@ -27,10 +27,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sefar_fast.checkpoint import atomic_write
+from sefar_fast.checkpoint import load_weights
 from sefar_fast.config import eval_views
 from sefar_fast.console import console
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write, ensure_writable
 from sefar_fast.eval.evaluate import (
     inference_model,
     open_checkpoint_data,
@@ -73,7 +74,11 @@ def extract_features(checkpoint, out, *, data=None, root=None, split="val", whic
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SefarError(f"--out {out} must end in .safetensors")
-    ckpt, cfg, ds, dev = open_checkpoint_data(checkpoint, data=data, root=root, views=views, device=device)
+    ckpt = load_weights(checkpoint)
+    if out.is_dir():
+        raise SefarError(f"--out {out} is a folder; give a file name ending in .safetensors")
+    ensure_writable(out.parent, "choose another --out")  # before the features are computed, not after
+    ckpt, cfg, ds, dev = open_checkpoint_data(ckpt, data=data, root=root, views=views, device=device)
     indices = split_indices(ds, split)
     used, model = inference_model(ckpt, which, dev)
     t_s = eval_views(cfg)

@@ -8,7 +8,8 @@ brought down to 256 as `sefar prepare` does; the frames the T x S deterministic 
 of `sefar eval` use are scaled to cover the run's frame size and centre-cropped (the
 loader's `cover_box`, PIL bilinear as its reference decoder), and the softmax is
 averaged over the views.
-A file that cannot be decoded stops the command with one line naming it and its codec.
+A file that cannot be read is reported in one line naming it (and its codec), after the
+results of the others; the command then exits with status 2.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rich.table import Table
 from sefar_fast import kernels
 from sefar_fast.checkpoint import load_weights
 from sefar_fast.config import config_from_dict, eval_views, set_value, validate
-from sefar_fast.console import console, progress_bar
+from sefar_fast.console import console, err_console, progress_bar
 from sefar_fast.data.pipeline import cover_box
 from sefar_fast.data.sampling import eval_frames
 from sefar_fast.data.video import probe_codec, read_clip
@@ -100,16 +101,14 @@ def predict_videos(checkpoint, videos: Sequence[str | Path], *, top_k: int = 5, 
     """Top-k predictions for each video file; prints a table unless show=False.
 
     Returns {"checkpoint", "model", "views", "predictions": [{"video", "codec", "frames",
-    "top_k": [{"rank", "class_id", "name", "probability"}]}]}.
+    "top_k": [{"rank", "class_id", "name", "probability"}]}], "failed": [{"video", "error"}]}; each
+    failure is also printed as an error line. A single video that fails is a SefarError.
     """
     if top_k < 1:
         raise SefarError(f"--top-k {top_k} must be at least 1")
     paths = [Path(v) for v in videos]
     if not paths:
         raise SefarError("no video files given; pass one or more paths after the checkpoint")
-    for p in paths:  # fail before loading the model
-        if not p.exists():
-            raise SefarError(f"video {p} does not exist")
     ckpt = load_weights(checkpoint)
     cfg = config_from_dict(ckpt.config)
     if views is not None:
@@ -120,26 +119,45 @@ def predict_videos(checkpoint, videos: Sequence[str | Path], *, top_k: int = 5, 
     t_s = eval_views(cfg)
     amp = use_amp(cfg, dev)
     names = ckpt.class_names
-    predictions = []
+    predictions, failed = [], []
     with progress_bar("predict", len(paths), enabled=show) as bar:
         for p in paths:
-            frames = read_video_frames(p, cfg.data.frame_size)
-            probs = clip_probabilities(model, frames, cfg, t_s, dev, amp=amp)
-            predictions.append({"video": str(p), "codec": "frames" if p.is_dir() else probe_codec(p),
-                                "frames": int(frames.shape[0]), "top_k": top_classes(probs, names, top_k)})
+            try:
+                predictions.append(predict_one(model, p, cfg, t_s, dev, amp, names, top_k))
+            except SefarError as e:  # one bad file does not hide the others' results
+                failed.append({"video": str(p), "error": str(e)})
             bar.advance(1)
+    if failed and not predictions and len(paths) == 1:
+        raise SefarError(failed[0]["error"])
     result = {"checkpoint": str(checkpoint), "model": used, "views": f"{t_s[0]}x{t_s[1]}",
-              "predictions": predictions}
-    if show:
+              "predictions": predictions, "failed": failed}
+    if show and predictions:
         table = Table(title=f"{escape(Path(checkpoint).name)} ({used}, {t_s[0]}x{t_s[1]} views)", header_style="bold")
         table.add_column("video", overflow="fold")  # fold, not cut: the path is how a person finds the file
         table.add_column("#", justify="right")
         table.add_column("class", overflow="fold")
         table.add_column("probability", justify="right")
         for pred in predictions:
+            video = Path(pred["video"])
             for row in pred["top_k"]:
-                table.add_row(escape(pred["video"]) if row["rank"] == 1 else "", str(row["rank"]),
+                # the file name on a line of its own, so folding a long path never cuts it
+                where = f"{escape(video.name)}\n[dim]{escape(str(video.parent))}[/]"
+                table.add_row(where if row["rank"] == 1 else "", str(row["rank"]),
                               f"{escape(row['name'])} [dim]({row['class_id']})[/]", f"{100 * row['probability']:.1f}%",
                               end_section=row["rank"] == len(pred["top_k"]))
         console.print(table)
+    for f in failed:
+        err_console.print(f"[bold red]error:[/] {escape(f['error'])}", soft_wrap=True)
     return result
+
+
+def predict_one(model, path: Path, cfg, views, device, amp, names, top_k) -> dict[str, Any]:
+    """The prediction for one video file; SefarError naming the file when it cannot be given."""
+    if not path.exists():
+        raise SefarError(f"video {path} does not exist")
+    frames = read_video_frames(path, cfg.data.frame_size)
+    probs = clip_probabilities(model, frames, cfg, views, device, amp=amp)
+    if not np.isfinite(probs).all():
+        raise SefarError(f"video {path}: the model gives non-finite scores; the checkpoint cannot classify it")
+    return {"video": str(path), "codec": "frames" if path.is_dir() else probe_codec(path),
+            "frames": int(frames.shape[0]), "top_k": top_classes(probs, names, top_k)}
