@@ -66,7 +66,14 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 def write_error(path: Path, e: OSError) -> SefarError:
     """The one line for a write the file system refused."""
     kept = " (the previous file is intact)" if path.is_file() else ""
-    return SefarError(f"cannot write {path} ({e.strerror or e}){kept}; free space there or use a writable folder")
+    return SefarError(f"cannot write {path} ({e.strerror or e}){kept}; {write_elsewhere(path)}")
+
+
+def write_elsewhere(path: str | Path) -> str:
+    """What to do when `path` cannot be written: free space, or (in the cache) move the cache."""
+    if Path(path).resolve().is_relative_to(cache_root().resolve()):
+        return f"free space there or set {CACHE_ENV} to a writable folder with space"
+    return "free space there or use a writable folder"
 
 
 def ensure_writable(folder: str | Path, fix: str) -> Path:

@@ -47,6 +47,7 @@ data_app = typer.Typer(help="Built-in data and dataset inspection.", no_args_is_
 app.add_typer(data_app, name="data")
 
 _STATE = {"debug": False}
+INTERRUPTED = 128 + 2  # the exit status of a process stopped by SIGINT (Ctrl-C)
 
 
 class Method(str, Enum):
@@ -435,7 +436,16 @@ def main() -> None:
             err_console.print(f"[yellow]{escape(str(e))}[/]", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        code = INTERRUPTED
+    except OSError as e:  # the file system refused something no check above foresaw: still one line
+        if _STATE["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e))}; check that the path "
+                          "exists and is writable (space, permissions)", soft_wrap=True)
+        sys.exit(2)
+    if code == INTERRUPTED and rank == "0":  # Ctrl-C outside training (typer turns it into this status)
+        err_console.print("[yellow]interrupted: nothing was left half-written; run the same command again[/]",
+                          soft_wrap=True)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -36,6 +36,7 @@ from PIL import Image
 from sefar_fast.data.adapters import load_source
 from sefar_fast.data.video import first_video_stream, frame_files
 from sefar_fast.data.video_pipeline import VideoFrameDecoder
+from sefar_fast.data.workers import drop_pending, quiet_worker
 from sefar_fast.errors import SefarError
 from sefar_fast.io import atomic_write_json, cache_root
 
@@ -332,10 +333,14 @@ def _run_probes(todo: list[tuple[str, list]], workers: int | None):
             yield path, _probe_job(path, windows)
         return
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [(path, pool.submit(_probe_job, path, windows)) for path, windows in todo]
-        for path, fut in futures:
-            yield path, fut.result()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=quiet_worker) as pool:
+        try:
+            futures = [(path, pool.submit(_probe_job, path, windows)) for path, windows in todo]
+            for path, fut in futures:
+                yield path, fut.result()
+        except BaseException:
+            drop_pending(pool)
+            raise
 
 
 def _raise_failures(failures: list[tuple[str, str]], total: int, cache_path: Path | None) -> None:

@@ -39,8 +39,9 @@ from sefar_fast.data.store import (
     write_index,
 )
 from sefar_fast.data.video import read_clip
+from sefar_fast.data.workers import drop_pending, quiet_worker
 from sefar_fast.errors import SefarError
-from sefar_fast.io import cache_root
+from sefar_fast.io import atomic_write_json, cache_root, write_elsewhere
 
 JOURNAL_NAME = "prepare-journal.jsonl"
 REPORT_NAME = "prepare-report.json"
@@ -144,9 +145,18 @@ def prepare(sources: SourceSet, out_root, *, short_side: int | None = 256, fps: 
     "frames", "seconds"}. `workers` processes decode in parallel (default: all cores; 0 or 1 =
     in this process). `progress(done, total)` is called after every clip.
     """
+    try:
+        return _prepare(sources, Path(out_root), short_side=short_side, fps=fps, workers=workers, strict=strict,
+                        progress=progress, quality=quality, shard_bytes=shard_bytes)
+    except OSError as e:  # a full or read-only file system, in this process or a worker
+        raise SefarError(f"cannot write the clip store {out_root} ({e.strerror or e}); {write_elsewhere(out_root)}; "
+                         "running the same command again continues where this one stopped") from None
+
+
+def _prepare(sources: SourceSet, root: Path, *, short_side, fps, workers, strict, progress, quality,
+             shard_bytes) -> dict:
     t0 = time.perf_counter()
     sources.check()
-    root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     settings = _settings(sources, short_side, fps, quality)
     done = _load_done(root, settings)
@@ -183,17 +193,22 @@ def prepare(sources: SourceSet, out_root, *, short_side: int | None = 256, fps: 
             for clip in todo:
                 record(prepare_clip(clip, *args))
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-                pending = set()
-                queue = iter(todo)
-                for clip in queue:  # keep a bounded number of clips in flight
-                    pending.add(pool.submit(prepare_clip, clip, *args))
-                    if len(pending) >= 4 * workers:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            record(f.result())
-                for f in pending:
-                    record(f.result())
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                     initializer=quiet_worker) as pool:
+                try:
+                    pending = set()
+                    queue = iter(todo)
+                    for clip in queue:  # keep a bounded number of clips in flight
+                        pending.add(pool.submit(prepare_clip, clip, *args))
+                        if len(pending) >= 4 * workers:
+                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                            for f in finished:
+                                record(f.result())
+                    for f in pending:
+                        record(f.result())
+                except BaseException:
+                    drop_pending(pool)
+                    raise
     finally:
         _close_writers()
         journal.close()
@@ -211,7 +226,7 @@ def prepare(sources: SourceSet, out_root, *, short_side: int | None = 256, fps: 
         if p.name not in shard_of:
             p.unlink()
     (root / JOURNAL_NAME).unlink(missing_ok=True)
-    (root / REPORT_NAME).write_text(json.dumps({"source": sources.name, "failed": failed}, indent=1))
+    atomic_write_json(root / REPORT_NAME, {"source": sources.name, "failed": failed}, indent=1)
     summary = {"store": str(root), "clips": total, "written": len(todo) - len(failed), "skipped": skipped,
                "failed": failed, "frames": sum(r.num_frames for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}

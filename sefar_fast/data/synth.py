@@ -70,8 +70,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from sefar_fast.data.store import ClipData, ClipStore
+from sefar_fast.data.workers import quiet_worker
 from sefar_fast.errors import SefarError
-from sefar_fast.io import cache_root
+from sefar_fast.io import cache_root, write_elsewhere
 
 SYNTH_VERSION = 4  # bump when the generator's output changes: it names the cache folder
 DEFAULT_CLIPS_PER_CLASS = 120
@@ -657,7 +658,7 @@ def _rendered(jobs: list[tuple], workers: int) -> Iterator[ClipData]:
         yield from map(_render_job, jobs)
         return
     # spawn, not fork: the caller may hold threads (torch, DALI) that a forked child would inherit locked
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=quiet_worker) as pool:
         yield from pool.imap(_render_job, jobs, chunksize=16)
 
 
@@ -719,7 +720,11 @@ def ensure_synth(cache_dir=None, seed: int = 0, *, clips_per_class: int = DEFAUL
                 progress(done, jobs_total)
 
     try:
-        ClipStore.write(tmp, counted(), SYNTH_CLASSES).close()
+        try:
+            ClipStore.write(tmp, counted(), SYNTH_CLASSES).close()
+        except OSError as e:  # a full or read-only cache: the temporary folder goes below
+            raise SefarError(f"cannot write the synthetic data to {cache_dir} ({e.strerror or e}); "
+                             f"{write_elsewhere(cache_dir)}") from None
         if final.exists() and not _is_complete_store(final):  # unfinished or broken: replace it
             shutil.rmtree(final, ignore_errors=True)
         try:

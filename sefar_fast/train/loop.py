@@ -372,7 +372,11 @@ class Trainer:
             state = self.state.capture(sums=sums, layout={"batch_size": self.cfg.optim.batch_size,
                                                           "shards": self.shards},
                                        metrics_bytes=self.report.metrics_bytes())
-            self.files.save(*self.state.weights(), meta, state, epoch_end=epoch_end, best=best, keep=self.cfg.run.keep)
+            try:
+                self.files.save(*self.state.weights(), meta, state, epoch_end=epoch_end, best=best,
+                                keep=self.cfg.run.keep)
+            except SefarError as e:  # the file system refused: the previous pair is whole (train.checkpoints)
+                raise SefarError(f"{e}; {self.how_to_continue()}") from None
         barrier(self.dist)
         self.saved_at = self.state.progress.global_step
 
@@ -402,11 +406,20 @@ class Trainer:
     def stop_requested(self) -> bool:
         return any_rank(self.stop.requested, self.dist)
 
+    def how_to_continue(self) -> str:
+        """After a failed checkpoint write: where the run can be picked up again."""
+        if not self.files.exists():
+            return "no checkpoint was written yet: run the same command again"
+        return f"the last complete checkpoint is kept: continue with '{self.resume_command()}'"
+
+    def resume_command(self) -> str:
+        return resume_rules.resume_command(self.run_dir, self.dist.world_size,
+                                           int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size)))
+
     def interrupted(self) -> None:
         p = self.state.progress
         signum = self.stop.signum or signal.SIGINT  # a rank that saw no signal stops with its peers
-        cmd = resume_rules.resume_command(self.run_dir, self.dist.world_size,
-                                          int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size)))
+        cmd = self.resume_command()
         where = f"epoch {p.epoch + 1}, step {p.step}/{len(self.labeled)}" if p.step else f"the end of epoch {p.epoch}"
         raise Interrupted(signum, f"interrupted at {where} (global step {p.global_step}); checkpoint written to "
                                   f"{self.files.last}; resume with: {cmd}")

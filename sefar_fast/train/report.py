@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sefar_fast.console import console, err_console, results_table
-from sefar_fast.io import atomic_write_text
+from sefar_fast.io import atomic_write_text, write_error
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.csv"
@@ -57,8 +57,11 @@ class Reporter:
     # ------------------------------------------------------------------ metrics.jsonl
     def record(self, record: dict) -> None:
         if self.enabled:
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.metrics, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise write_error(self.metrics, e) from None
 
     def metrics_bytes(self) -> int:
         """How much of metrics.jsonl exists now (stored with a checkpoint)."""
