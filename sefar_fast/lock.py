@@ -35,7 +35,7 @@ class FolderLock:
         self.holder = holder
         self._fd: int | None = None
 
-    def acquire(self, alternative: str) -> "FolderLock":
+    def acquire(self, alternative: str) -> FolderLock:
         """Take the lock or raise SefarError naming who holds it; `alternative` says what else the user
         can do (e.g. "choose another --out")."""
         try:
@@ -84,13 +84,3 @@ class FolderLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> "FolderLock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -1,6 +1,7 @@
 """Checkpoint files: round trip, atomic replacement, clear errors."""
 
 import json
+import math
 import os
 import pickle
 import random
@@ -95,7 +96,7 @@ def _same(a, b) -> bool:
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(_same, a, b))
-    return a == b or (a != a and b != b)  # nan == nan here
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))  # nan == nan here
 
 
 def test_a_state_comes_back_with_its_types(tmp_path):

@@ -116,7 +116,7 @@ def test_bad_files_among_good_ones_are_each_reported_after_the_results(tiny_run,
     from cli_runner import run_cli
 
     ckpt_path = _pil_checkpoint(tiny_run.last, tmp_path / "pil.safetensors")
-    ckpt, cfg, ds, dev = open_checkpoint_data(ckpt_path)
+    _, _, ds, _ = open_checkpoint_data(ckpt_path)
     rec = ds.store.records[ds.val[0]]
     good = tmp_path / "good.mp4"
     write_h264(good, ds.store.read_frames(ds.val[0], range(rec.num_frames)))

@@ -43,6 +43,7 @@ def test_train_from_reference_list_folder_of_h264_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [
         "sefar", "train", "--data", f"lists:{lists}", "--root", str(tmp_path / "media"), "--arch", "vit-test",
         "--epochs", "2", "--batch-size", "2", "--out", str(out), "--json", str(tmp_path / "r.json"),
+        "--label-rate", "0.5",  # states the lists' own split: 4 train.csv clips of 8
         "data.frame_size=[16,16]", "data.crop=16", "data.scale_range=[16,18]", "warmup_epochs=1",
         "eval.views=1x1", "unlabeled_ratio=1"])
     from sefar_fast.cli.app import main

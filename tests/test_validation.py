@@ -62,8 +62,8 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "method.ema_decay": [("1", "method.ema_decay 1.0 is out of range")],
     "method.warmup_epochs": [("-1", "method.warmup_epochs -1 is out of range"),
                              ("52", "warmup_epochs 52 leaves no semi-supervised epoch out of 52")],
-    "method.unlabeled_ratio": [("0", "method.unlabeled_ratio 0 is out of range: it must be an integer >= 1 "
-                                     "(unlabeled clips per labeled clip)")],
+    "method.unlabeled_ratio": [("0", ("method.unlabeled_ratio 0 is out of range: it must be an integer >= 1 "
+                                      "(unlabeled clips per labeled clip)"))],
     "optim.name": [("lamb", "optim.name 'lamb' is not one of sgd, adamw")],
     "optim.epochs": [("0", "optim.epochs 0 is out of range")],
     "optim.batch_size": [("0", "optim.batch_size 0 is out of range")],

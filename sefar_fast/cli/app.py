@@ -175,6 +175,8 @@ def train(
                                "untouched, counted in the logs) or stop with the step number."),
     profile: bool = typer.Option(False, "--profile", help="Write a torch profiler trace of a few steps to "
                                  "<run>/profile/."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse data with clips the source could not read "
+                                "(default: leave them out, list them in <run>/split.json and warn)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final metrics as JSON ('-' for stdout)."),
 ):
     """Train a model: SeFAR semi-supervised by default, or --method supervised / fixmatch.
@@ -204,7 +206,8 @@ def train(
     else:
         cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
     check_json_target(json_out)
-    result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile)
+    result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile,
+                          strict=strict)
     write_json(json_out, result)
 
 

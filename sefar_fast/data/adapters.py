@@ -42,6 +42,7 @@ from sefar_fast.data.finegym import finegym_clips, gym_new_clips
 from sefar_fast.data.lists import (
     ANNOTATION_DIRS,
     VIDEO_SUFFIXES,
+    check_label_range,
     find_annotation_file,
     read_class_names,
     read_splits,
@@ -149,6 +150,8 @@ def lists_source(spec: str, root=None, path_prefix=None, fmt: str = "auto") -> S
     names = read_class_names(names_file) if names_file else None
     splits, notes = read_splits(spec, num_classes=len(names) if names else None, root=root, path_prefix=path_prefix,
                                 fmt=fmt)
+    if not names:
+        check_label_range(splits)
     num_classes = len(names) if names else 1 + max(e.label for es in splits.values() for e in es)
     clips, id_of_path, used = [], {}, set()
     for split, entries in splits.items():

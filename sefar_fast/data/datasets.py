@@ -9,22 +9,24 @@ Sources, by `data.name`:
                           video:DIR, video:ucf101 with data.root, ...) read from their files, no store
 
 A store that carries an `unlabel` split (reference list folders do) is used as
-is; otherwise the `train` split is divided at `data.label_rate`, class-stratified
-and deterministic from `data.split_seed`, and the split is saved in the run
-folder so the run can be reproduced.
+is (the trainer then checks that `data.label_rate` states its rate, `train.checks`);
+otherwise the `train` split is divided at `data.label_rate`, class-stratified and
+deterministic from `data.split_seed`. The run folder's split.json records the split
+actually used: the clips, the labeled fraction, where the split came from, the classes
+no labeled clip teaches and the clips the store left out unread.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sefar_fast.console import progress_bar
 from sefar_fast.data.direct import open_video_source, video_spec
-from sefar_fast.data.prepare import prepare_from_spec, store_for_source
+from sefar_fast.data.prepare import dropped_clips, prepare_from_spec, store_for_source
 from sefar_fast.data.splits import load_split, save_split, stratified_split
 from sefar_fast.data.store import ClipStore
 from sefar_fast.data.synth import ensure_synth
@@ -39,10 +41,22 @@ class Dataset:
     labeled: list[int]
     unlabeled: list[int]
     val: list[int]
+    own_split: bool = False  # the source's unlabel list made the split (not data.label_rate)
+    dropped: list[dict] = field(default_factory=list)  # clips left out unread: {"clip_id", "path", "error"}
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def label_rate(self) -> float:
+        """The fraction of the training clips that are labeled."""
+        return len(self.labeled) / max(1, len(self.labeled) + len(self.unlabeled))
+
+    def classes_without_labels(self) -> list[str]:
+        """Names of the classes no labeled clip teaches (present only in val or unlabeled, or nowhere)."""
+        seen = set(self.labels(self.labeled).tolist())
+        return [name for c, name in enumerate(self.class_names) if c not in seen]
 
     def labels(self, indices) -> np.ndarray:
         return np.array([self.store.records[i].label for i in indices], dtype=np.int64)
@@ -126,10 +140,15 @@ def open_dataset(cfg, run_dir: Path | None = None) -> Dataset:
         lab_pos, unl_pos = stratified_split(labels, cfg.data.label_rate, cfg.data.split_seed)
         labeled = [train_pool[i] for i in lab_pos]
         unlabeled = [train_pool[i] for i in unl_pos]
-    if split_file is not None:
-        save_split(split_file, labeled, unlabeled, label_rate=cfg.data.label_rate, split_seed=cfg.data.split_seed,
-                   clip_ids=[r.clip_id for r in store.records])
-    return Dataset(cfg.data.name, store, names, list(labeled), list(unlabeled), list(val))
+    ds = Dataset(cfg.data.name, store, names, list(labeled), list(unlabeled), list(val), own_split=bool(unl),
+                 dropped=dropped_clips(store.root) if isinstance(store, ClipStore) else [])
+    if split_file is not None:  # what the run really trains on, whatever was asked
+        save_split(split_file, labeled, unlabeled, label_rate=ds.label_rate, split_seed=cfg.data.split_seed,
+                   clip_ids=[r.clip_id for r in store.records],
+                   extra={"split_from": "the source's unlabel list" if unl else "data.label_rate",
+                          "requested_label_rate": cfg.data.label_rate,
+                          "classes_without_labeled_clips": ds.classes_without_labels(), "dropped_clips": ds.dropped})
+    return ds
 
 
 def prepare_source(source: str, out: Path, *, root=None, short_side=256, fps=None, workers=None) -> dict:

@@ -341,3 +341,23 @@ def read_class_names(path: Path) -> list[str]:
         m = CATEGORY_LINE.match(line.strip())
         names.append(m["name"].strip() if m else line.strip())
     return names
+
+
+def check_label_range(splits: dict[str, list[ListEntry]]) -> None:
+    """Without a classes.txt the class count is 1 + the largest label, so a mistyped label (99 in a
+    20-class list) would silently make a 100-class model. Every class below the largest label must
+    therefore have a clip in some list; SefarError naming the file:line of the first label beyond a
+    class that has none."""
+    entries = [e for es in splits.values() for e in es]
+    used = {e.label for e in entries}
+    missing = sorted(set(range(max(used, default=-1) + 1)) - used)
+    if not missing:
+        return
+    first = next(e for e in entries if e.label > missing[0])
+    below = [m for m in missing if m < first.label]
+    classes = f"class {below[0]}" if len(below) == 1 else f"classes {below[0]}..{below[-1]}"
+    if len(below) > 1 and below != list(range(below[0], below[-1] + 1)):
+        classes = f"{len(below)} classes ({below[0]}, {below[1]}, ...)"
+    raise SefarError(f"{first.source}: label {first.label} leaves {classes} with no clip in any list; labels are "
+                     f"0..C-1 with every class used: fix the label, or name the classes in a classes.txt next to "
+                     f"the lists (one per line)")

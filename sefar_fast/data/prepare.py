@@ -236,6 +236,16 @@ def _prepare(sources: SourceSet, root: Path, *, short_side, fps, workers, strict
     return summary
 
 
+def dropped_clips(root) -> list[dict]:
+    """The clips the last `prepare` of the store at `root` could not read ({"clip_id", "path", "error"}):
+    left out of the store, and so out of every run that trains on it."""
+    report = Path(root) / REPORT_NAME
+    try:
+        return list(json.loads(report.read_text()).get("failed") or [])
+    except (OSError, ValueError, AttributeError):
+        return []  # a store written directly (synth, ClipStore.write) has no report: nothing was dropped
+
+
 def prepare_from_spec(spec: str, out, *, root=None, path_prefix: str | None = None, short_side: int | None = 256,
                       fps: float | None = None, workers: int | None = None, strict: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> dict:

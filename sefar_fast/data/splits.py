@@ -73,9 +73,10 @@ def stratified_split(labels: Sequence[int], label_rate: float, split_seed: int) 
 
 
 def save_split(path, labeled: Sequence[int], unlabeled: Sequence[int], *, label_rate: float, split_seed: int,
-               clip_ids: Sequence[str] | None = None) -> None:
-    """Write the split as json (atomically). With clip_ids, the clips are also named, for humans and checks."""
-    data = {"label_rate": float(label_rate), "split_seed": int(split_seed),
+               clip_ids: Sequence[str] | None = None, extra: dict | None = None) -> None:
+    """Write the split as json (atomically). With clip_ids, the clips are also named, for humans and checks;
+    `extra` adds fields that describe it (they are read by people, not by `load_split`)."""
+    data = {"label_rate": float(label_rate), "split_seed": int(split_seed), **(extra or {}),
             "labeled": [int(i) for i in labeled], "unlabeled": [int(i) for i in unlabeled]}
     if clip_ids is not None:
         data["labeled_ids"] = [clip_ids[int(i)] for i in labeled]

@@ -31,7 +31,6 @@ from sefar_fast.checkpoint import load_weights
 from sefar_fast.config import eval_views
 from sefar_fast.console import console
 from sefar_fast.errors import SefarError
-from sefar_fast.io import atomic_write, ensure_writable
 from sefar_fast.eval.evaluate import (
     inference_model,
     open_checkpoint_data,
@@ -39,6 +38,7 @@ from sefar_fast.eval.evaluate import (
     use_amp,
     view_batches,
 )
+from sefar_fast.io import atomic_write, ensure_writable
 
 FEATURES_FORMAT = "sefar-features-1"
 

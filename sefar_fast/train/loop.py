@@ -74,12 +74,12 @@ class Trainer:
     """One training run; `run()` trains it to the end (or to a stop signal) and returns its result."""
 
     def __init__(self, cfg: Config, *, resume: bool | None = None, resume_from: Path | None = None,
-                 on_nan: str = "skip", profile: bool = False):
+                 on_nan: str = "skip", profile: bool = False, strict: bool = False):
         if on_nan not in ON_NAN:
             raise SefarError(f"--on-nan '{on_nan}' must be skip or stop")
         preflight(cfg)
         self.cfg = cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
-        self.on_nan, self.profile = on_nan, profile
+        self.on_nan, self.profile, self.strict = on_nan, profile, strict
         self.dist, self.device = init_distributed(cfg.run.device)
         if cfg.optim.global_batch:  # the paper's effective batch over whatever batch and processes are given
             cfg.optim.accum_steps = accumulation_for(cfg.optim.global_batch, cfg.optim.batch_size,
@@ -285,7 +285,7 @@ class Trainer:
                 self.write_config()
         barrier(self.dist)
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
-        check_data(cfg, self.data, self.report.warn)
+        check_data(cfg, self.data, self.report.warn, strict=self.strict, record=str(self.run_dir / "split.json"))
         torch.manual_seed(cfg.run.seed)
         model = model_from_config(cfg, self.data.num_classes).to(self.device)
         if cfg.model.pretrained and not self.resuming:
@@ -460,5 +460,6 @@ def _poison_gradient_for_tests(model, step: int) -> None:
         p.grad.view(-1)[0] = float("nan")
 
 
-def train(cfg: Config, *, resume=None, resume_from=None, on_nan="skip", profile=False) -> dict[str, Any]:
-    return Trainer(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile).run()
+def train(cfg: Config, *, resume=None, resume_from=None, on_nan="skip", profile=False,
+          strict=False) -> dict[str, Any]:
+    return Trainer(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile, strict=strict).run()
