@@ -123,10 +123,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, IndexError) as e:
         if _is_pickle(path):
             raise SefarError(f"training state {path} is a pickle written by an older sefar; it is not read, because "
-                             "a pickle can run code; the run cannot be resumed exactly: evaluate its last.safetensors "
-                             "or start a new run") from None
-        raise SefarError(f"training state {path} is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__});"
-                         " resume from an earlier run") from None
+                             "a pickle can run code") from None
+        raise SefarError(f"training state {path} is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                         ) from None
 
 
 def _is_pickle(path: Path) -> bool:

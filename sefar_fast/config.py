@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -320,6 +321,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def apply_override(cfg: Config, text: str) -> str:
+    """One `key=value` from the command line, typed as YAML, except that a text key keeps the text as
+    typed where YAML would turn it into something else (`run.out=010` is the folder 010, not 8;
+    `eval.views=0x3` is not the number 3), and a number with leading zeros is decimal (010 is 10).
+    Returns the dotted key it set."""
+    key, value = parse_override(text)
+    sec, name = resolve_key(key)
+    raw = text.split("=", 1)[1].strip()
+    if value is not None and not isinstance(value, str) and _annotation(sec, name).startswith("str"):
+        value = raw
+    elif re.fullmatch(r"[+-]?0\d+", raw):  # YAML 1.1 octal: 010 would be 8
+        value = int(raw, 10)
+    set_value(cfg, f"{sec}.{name}", value)
+    return f"{sec}.{name}"
+
+
 def build_config(
     data: str = "synth",
     config_file: str | None = None,
@@ -352,9 +369,7 @@ def build_config(
         # strong augmentation, a fixed confidence threshold. Later overrides still win.
         apply(cfg, fixmatch_method_keys(sum(cfg.method.elements)))
     for text in overrides or []:
-        key, value = parse_override(text)
-        set_value(cfg, key, value)
-        explicit.add(".".join(resolve_key(key)))
+        explicit.add(apply_override(cfg, text))
     if "optim.accum_steps" in explicit and "optim.global_batch" not in explicit:
         cfg.optim.global_batch = 0  # the accumulation the user asked for, not the automatic one
     if cfg.model.pretrained:

@@ -80,6 +80,8 @@ def ensure_writable(folder: str | Path, fix: str) -> Path:
     """Create `folder` and write a file there, before long work whose results go there; SefarError
     naming the folder and `fix` (what else the user can do) when the file system refuses."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SefarError(f"{folder} is a file, not a folder; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_name(folder / "write-check")

@@ -107,3 +107,19 @@ def test_train_help_documents_every_method_switch(monkeypatch, capsys):
     missing = [f.name for f in dataclasses.fields(MethodConfig) if f.name != "name" and f"method.{f.name}=" not in text]
     assert not missing, f"sefar train --help does not name: {missing}"
     assert "sefar|supervised|fixmatch" in text
+
+
+def test_text_keys_keep_the_text_as_typed():
+    """YAML would read 010 as 8, 0x3 as 3 and true as a boolean: a key that holds text keeps what was typed."""
+    cfg = build_config("synth", None, {}, ["run.out=010", "data.root=true", "eval.views=2x1", "model.pretrained=1e3"])
+    assert (cfg.run.out, cfg.data.root, cfg.model.pretrained) == ("010", "true", "1e3")
+    with pytest.raises(SefarError, match="eval views '0x3' must look like TxS"):
+        build_config("synth", None, {}, ["eval.views=0x3"])
+    assert build_config("synth", None, {}, ["run.out=null"]).run.out is None  # null still means "none"
+    assert build_config("synth", None, {}, ["optim.epochs=060"]).optim.epochs == 60  # decimal, not YAML 1.1 octal
+
+
+def test_a_config_file_may_write_small_numbers_the_yaml_1_1_way(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 1e-3\n")  # YAML 1.1 reads this as the string '1e-3'
+    assert build_config("synth", str(f)).optim.lr == 1e-3

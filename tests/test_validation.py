@@ -154,3 +154,28 @@ def test_the_defaults_pass(tmp_path):
     from sefar_fast.train.checks import preflight
 
     preflight(build_config("synth", None, {"run.device": "cpu", "run.out": str(tmp_path / "run")}, []))
+
+
+def test_a_corrected_command_takes_over_a_run_folder_left_without_a_checkpoint(synth_cache, tmp_path, monkeypatch,
+                                                                               capsys):
+    """A start that failed after writing the run folder (here: pretrained weights of another width, found
+    when the model is built) leaves no checkpoint, so the corrected command, with other settings, starts
+    afresh there instead of being refused as 'an unfinished run with other settings'."""
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    save_file({"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64)}, "vit-w64.safetensors")
+    tiny = ["--arch", "vit-test", "-b", "4", "--device", "cpu", "data.synth_clips_per_class=4", "eval.views=1x1",
+            "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
+            "method.mc_samples=2", "--out", "run"]
+    code, err = run_cli(["train", *tiny, "--epochs", "3", "method.warmup_epochs=1", "--pretrained",
+                         "vit-w64.safetensors"], monkeypatch, capsys)
+    assert code == 2 and "does not fit the model's width 32" in err
+    assert (tmp_path / "run" / "config.yaml").is_file() and not (tmp_path / "run" / "last.safetensors").exists()
+    monkeypatch.setenv("SEFAR_TEST_SIGNAL_AT_STEP", "1")  # stop after one step: enough to see it train
+    code, err = run_cli(["train", *tiny, "--epochs", "2", "method.warmup_epochs=1"], monkeypatch, capsys)
+    assert code == 130, err
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+    assert "epochs: 2" in (tmp_path / "run" / "config.yaml").read_text()

@@ -41,7 +41,7 @@ from sefar_fast.data.store import (
 from sefar_fast.data.video import read_clip
 from sefar_fast.data.workers import drop_pending, quiet_worker
 from sefar_fast.errors import SefarError
-from sefar_fast.io import atomic_write_json, cache_root, write_elsewhere
+from sefar_fast.io import CACHE_ENV, atomic_write_json, cache_root, ensure_writable, write_elsewhere
 
 JOURNAL_NAME = "prepare-journal.jsonl"
 REPORT_NAME = "prepare-report.json"
@@ -145,6 +145,8 @@ def prepare(sources: SourceSet, out_root, *, short_side: int | None = 256, fps: 
     "frames", "seconds"}. `workers` processes decode in parallel (default: all cores; 0 or 1 =
     in this process). `progress(done, total)` is called after every clip.
     """
+    if Path(out_root).exists() and not Path(out_root).is_dir():
+        raise SefarError(f"{out_root} is a file; give a folder for the clip store")
     try:
         return _prepare(sources, Path(out_root), short_side=short_side, fps=fps, workers=workers, strict=strict,
                         progress=progress, quality=quality, shard_bytes=shard_bytes)
@@ -268,6 +270,8 @@ def store_for_source(spec: str, *, root=None, path_prefix: str | None = None, ca
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec.split(":")[0])
     out = Path(cache_dir) if cache_dir is not None else cache_root() / "stores"
+    if not (out / f"{name}-{digest}" / INDEX_NAME).is_file():  # to be prepared: the cache must take it
+        ensure_writable(out, f"set {CACHE_ENV} to a writable folder with space")
     out = out / f"{name}-{digest}"
     if not (out / INDEX_NAME).is_file():
         prepare_from_spec(spec, out, root=root, path_prefix=path_prefix, short_side=short_side, fps=fps,

@@ -233,6 +233,8 @@ def evaluate_checkpoint(checkpoint, *, data=None, root=None, split="val", views=
         raise SefarError(f"--model '{which}' must be teacher, student or both")
     if protocol == "reference" and which == "teacher":
         raise SefarError("--protocol reference scores the student (as the released code); drop --model teacher")
+    if split not in SPLITS:
+        raise SefarError(f"--split '{split}' must be one of {', '.join(SPLITS)}")
     ckpt = load_weights(checkpoint)  # a missing or broken checkpoint is told before anything is written
     out_dir = Path(out) if out else Path(checkpoint).parent / "eval"
     with reports_folder(Path(checkpoint), out_dir):

@@ -77,8 +77,8 @@ class RunCheckpoints:
         """last.safetensors and the state that pairs with it (see the module docstring)."""
         try:
             weights = load_weights(self.last)
-        except SefarError as e:
-            raise SefarError(f"{e}; {self._other_pair()}") from None
+        except SefarError as e:  # "checkpoint X is corrupt (...); use another checkpoint": say which one
+            raise SefarError(f"{str(e).removesuffix('; use another checkpoint')}; {self._other_pair()}") from None
         wanted = weights.meta.get("checkpoint_id")
         problems = []
         for candidate in (self.last_state, self.prev_state):

@@ -24,9 +24,9 @@ import yaml
 from sefar_fast.config import (
     Config,
     apply,
+    apply_override,
     config_from_dict,
     load_yaml_file,
-    parse_override,
     set_value,
     validate,
 )
@@ -96,7 +96,7 @@ def resume_config(resume_from: str | Path, *, data: str | None, config_file: str
         if value is not None:
             set_value(cfg, key, value)
     for text in overrides:
-        set_value(cfg, *parse_override(text))
+        apply_override(cfg, text)
     out = flags.get("run.out")
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise SefarError(f"--out {out} and --resume-from {resume_from} name different runs; give one of them")
