@@ -90,7 +90,7 @@ def test_dropped_clips_and_untaught_classes_are_warned_recorded_and_strict_refus
     warnings: list[str] = []
     check_data(cfg, ds, warnings.append, record=str(run / "split.json"))
     assert len(warnings) == 2, warnings
-    assert warnings[0] == (f"1 clip(s) of store:{store_with_gaps} could not be read and are left out (first: "
+    assert warnings[0] == (f"1 clip(s) of store:{store_with_gaps} could not be read and are left out ("
                            f"{tmp_path / 'src' / 'missing'}: {ds.dropped[0]['error']}); all are listed in "
                            f"{run / 'split.json'} (--strict refuses such data)")
     assert warnings[1] == (f"1 of 3 classes have no labeled clip (c): nothing teaches the model these classes; they "

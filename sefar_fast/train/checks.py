@@ -24,6 +24,7 @@ from sefar_fast.models.vit_files import read_vit_state
 from sefar_fast.models.weights import resolve_weights
 
 OWN_SPLIT_TOLERANCE = 0.005  # a label rate this close to a source's own split states it
+DROPPED_SHOWN = 5  # unreadable clips named in the warning (split.json lists them all)
 
 
 def preflight(cfg: Config) -> None:
@@ -83,9 +84,9 @@ def check_data(cfg: Config, data, warn, *, strict: bool = False, record: str = "
     if data.own_split:
         check_own_split(cfg, data.name, len(data.labeled), len(data.unlabeled))
     if data.dropped:
-        first = data.dropped[0]
-        what = (f"{len(data.dropped)} clip(s) of {data.name} could not be read and are left out (first: "
-                f"{first['path']}: {first['error']})")
+        listed = "; ".join(f"{d['path']}: {d['error']}" for d in data.dropped[:DROPPED_SHOWN])
+        more = f"; and {len(data.dropped) - DROPPED_SHOWN} more" if len(data.dropped) > DROPPED_SHOWN else ""
+        what = f"{len(data.dropped)} clip(s) of {data.name} could not be read and are left out ({listed}{more})"
         if strict:
             raise SefarError(f"{what}; --strict refuses to train without them: fix or remove them and run "
                              "`sefar prepare` again, or drop --strict")
