@@ -156,26 +156,34 @@ def test_the_defaults_pass(tmp_path):
     preflight(build_config("synth", None, {"run.device": "cpu", "run.out": str(tmp_path / "run")}, []))
 
 
-def test_a_corrected_command_takes_over_a_run_folder_left_without_a_checkpoint(synth_cache, tmp_path, monkeypatch,
-                                                                               capsys):
-    """A start that failed after writing the run folder (here: pretrained weights of another width, found
-    when the model is built) leaves no checkpoint, so the corrected command, with other settings, starts
-    afresh there instead of being refused as 'an unfinished run with other settings'."""
-    import torch
-    from safetensors.torch import save_file
+def test_a_corrected_command_takes_over_a_run_folder_left_without_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """A start that failed after writing the run folder (here: --strict meets a clip the store could not
+    read, found once the data is open) leaves no checkpoint, so the corrected command, with other
+    settings, starts afresh there instead of being refused as 'an unfinished run with other settings'."""
+    import numpy as np
+    from PIL import Image
 
+    from sefar_fast.data.adapters import SourceClip, SourceSet
+    from sefar_fast.data.prepare import prepare
+
+    clips = []
+    for i in range(8):
+        folder = tmp_path / "frames" / f"c{i}"
+        folder.mkdir(parents=True)
+        for f in range(8):
+            Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)).save(folder / f"{f:05d}.jpg")
+        clips.append(SourceClip(f"c{i}", folder, i % 2, "train" if i < 6 else "val"))
+    clips.append(SourceClip("gone", tmp_path / "frames" / "missing", 0, "train"))
+    prepare(SourceSet("frames", clips, ["a", "b"]), tmp_path / "store", short_side=None, workers=1)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
-    save_file({"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64)}, "vit-w64.safetensors")
-    tiny = ["--arch", "vit-test", "-b", "4", "--device", "cpu", "data.synth_clips_per_class=4", "eval.views=1x1",
-            "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
-            "method.mc_samples=2", "--out", "run"]
-    code, err = run_cli(["train", *tiny, "--epochs", "3", "method.warmup_epochs=1", "--pretrained",
-                         "vit-w64.safetensors"], monkeypatch, capsys)
-    assert code == 2 and "does not fit the model's width 32" in err
+    tiny = ["--data", "store:store", "--label-rate", "0.5", "--arch", "vit-test", "-b", "2", "--device", "cpu",
+            "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]",
+            "method.unlabeled_ratio=1", "method.mc_samples=2", "method.warmup_epochs=1", "--out", "run"]
+    code, err = run_cli(["train", *tiny, "--epochs", "3", "--strict"], monkeypatch, capsys)
+    assert code == 2 and "--strict refuses to train without them" in err
     assert (tmp_path / "run" / "config.yaml").is_file() and not (tmp_path / "run" / "last.safetensors").exists()
     monkeypatch.setenv("SEFAR_TEST_SIGNAL_AT_STEP", "1")  # stop after one step: enough to see it train
-    code, err = run_cli(["train", *tiny, "--epochs", "2", "method.warmup_epochs=1"], monkeypatch, capsys)
+    code, err = run_cli(["train", *tiny, "--epochs", "2"], monkeypatch, capsys)
     assert code == 130, err
     assert (tmp_path / "run" / "last.safetensors").is_file()
     assert "epochs: 2" in (tmp_path / "run" / "config.yaml").read_text()
