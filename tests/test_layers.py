@@ -28,7 +28,7 @@ GROUND = {"errors", "console", "distributed", "io", "lock", "__init__"}
 ALLOWED = {
     "ground": {"ground"},
     "ops": {"ground"},
-    "models": {"ground"},
+    "models": {"ground", "ops"},
     "config": {"ground", "ops", "models"},
     "checkpoint": {"ground"},
     "kernels": {"ops", "errors"},

@@ -6,7 +6,6 @@ from sefar_fast.models.sefar_net import (
     FusionHead,
     SefarNet,
     build_model,
-    element_groups,
     model_from_config,
 )
 from sefar_fast.models.sizes import (
@@ -32,7 +31,6 @@ __all__ = [
     "arch_spec",
     "build_model",
     "count_flops",
-    "element_groups",
     "load_pretrained",
     "model_from_config",
     "num_patches",

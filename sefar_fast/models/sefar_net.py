@@ -1,10 +1,11 @@
 """SeFAR network: a shared TimeSformer over the temporal elements, then the fusion head.
 
 Input clips are [B, K, 3, S, S] with the K = sum(elements) frames grouped by
-element in config order (the last element is the context). Each element passes
-the shared backbone on its own, with its own temporal embedding (zero-init,
-[1, T_i, D]); elements of equal length go through the backbone in one call,
-stacked on the batch axis, which gives the same result as separate calls.
+element in config order (the last element is the context). Each element is a
+TimeSformer input of its own, with its own temporal embedding (zero-init,
+[1, T_i, D]); all elements go through the shared backbone in one pass, temporal
+attention block-diagonal over the elements (`TimeSformer.forward_elements`), which
+gives the same result as separate passes.
 
 Fusion head over the G element features f_i (pairs i<j in lexicographic order):
     pair_ij = LN(GELU(Linear(2D->256)([f_i; f_j])))   (Linear and LN shared by the pairs)
@@ -31,15 +32,7 @@ from torch import nn
 
 from sefar_fast.errors import SefarError
 from sefar_fast.models.sizes import FUSION_DIM, arch_spec
-from sefar_fast.models.timesformer import LN_EPS, TimeSformer, check_attn
-
-
-def element_groups(elements: Sequence[int]) -> list[tuple[int, list[int]]]:
-    """Elements batched per backbone call: [(length, [element indices])], in order of first appearance."""
-    groups: dict[int, list[int]] = {}
-    for i, length in enumerate(elements):
-        groups.setdefault(length, []).append(i)
-    return list(groups.items())
+from sefar_fast.models.timesformer import LN_EPS, TemporalKernel, TimeSformer, check_attn
 
 
 def _torch_default_linear_init(linear: nn.Linear, generator: torch.Generator | None) -> None:
@@ -107,6 +100,7 @@ class SefarNet(nn.Module):
         attn: str = "sdpa",
         pos_embed_std: float = 0.02,
         time_embed_std: float = 0.0,
+        temporal_kernel: TemporalKernel | None = None,
     ):
         super().__init__()
         elements = [int(e) for e in elements]
@@ -126,8 +120,6 @@ class SefarNet(nn.Module):
         self.elements = elements
         self.num_classes = int(num_classes)
         self.head_dropout = float(head_dropout)
-        self.starts = [sum(elements[:i]) for i in range(len(elements))]
-        self.groups = element_groups(elements)
         self.backbone = TimeSformer(
             img_size=img_size,
             patch_size=spec.patch_size,
@@ -138,6 +130,7 @@ class SefarNet(nn.Module):
             drop_path=drop_path,
             attn=attn,
             pos_embed_std=pos_embed_std,
+            temporal_kernel=temporal_kernel,
         )
         self.time_embed = nn.ParameterList(nn.Parameter(torch.empty(1, t, spec.dim)) for t in elements)
         self.head = FusionHead(spec.dim, len(elements), self.num_classes, self.head_dropout)
@@ -168,6 +161,9 @@ class SefarNet(nn.Module):
     def set_attention(self, attn: str) -> None:
         self.backbone.set_attention(attn)
 
+    def set_temporal_kernel(self, kernel: TemporalKernel | None) -> None:
+        self.backbone.set_temporal_kernel(kernel)
+
     def enable_mc_dropout(self) -> "SefarNet":
         """Eval mode everywhere (DropPath off) except the head Dropout, the only Dropout with p > 0."""
         self.eval()
@@ -181,18 +177,8 @@ class SefarNet(nn.Module):
                 f"input of shape {tuple(x.shape)} does not match [B, {sum(self.elements)}, 3, S, S] "
                 f"for elements {self.elements}"
             )
-        bb = self.backbone
-        b = x.shape[0]
-        tokens = bb.embed_patches(x.flatten(0, 1)).view(b, x.shape[1], bb.num_patches, bb.dim)
-        out: list[torch.Tensor | None] = [None] * len(self.elements)
-        for length, members in self.groups:
-            # Equal-length elements share one backbone call, stacked on the batch axis.
-            patches = torch.cat([tokens[:, self.starts[i] : self.starts[i] + length] for i in members], dim=0)
-            embed = torch.cat([self.time_embed[i].expand(b, length, bb.dim) for i in members], dim=0)
-            cls = bb.forward_tokens(patches, embed)
-            for i, feature in zip(members, cls.split(b, dim=0)):
-                out[i] = feature
-        return out  # type: ignore[return-value]
+        time_embed = torch.cat(list(self.time_embed), dim=1)
+        return list(self.backbone.forward_elements(x, self.elements, time_embed).unbind(1))
 
     def fuse(self, cls: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-element cls features -> fused feature [B, 256]."""

@@ -4,6 +4,7 @@
     regulation  Adaptive Regulation: pseudo-labels and loss weights from U teacher predictions
     mixing      tube masks, partners and mixed targets
     losses      the SeFAR loss terms
+    attention   the backbone's attention: per frame, and in time within each temporal element
 
 Everything here is a function of its arguments (randomness comes in as a Generator);
 `sefar_fast.kernels` implements the hot parts on the GPU with these as references.
