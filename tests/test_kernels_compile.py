@@ -7,6 +7,9 @@ types the launchers in `sefar_fast.kernels` pass.
 
 import importlib.util
 import os
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,21 @@ def compile_for_hopper(fn, signature, constexprs, num_warps):
     source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     assert len(compiled.asm["cubin"]) > 0
+    return compiled
+
+
+def resource_usage(compiled, tmp_path) -> dict:
+    """REG, STACK, LOCAL, ... of the kernel in `compiled`'s cubin, read by the cuobjdump triton ships."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        pytest.skip("this triton ships no cuobjdump")
+    cubin = tmp_path / "kernel.cubin"
+    cubin.write_bytes(compiled.asm["cubin"])
+    text = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True, text=True, check=True).stdout
+    line = next(line for line in text.splitlines() if "REG:" in line)
+    return {key: int(value) for key, value in re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line)}
 
 
 @pytest.mark.parametrize("out", ["*bf16", "*fp32"])
@@ -64,3 +82,22 @@ def test_regulation_kernel_is_not_rebuilt_for_a_new_seed():
 
     unspecialised = {p.name for p in regulation._regulate_kernel.params if p.do_not_specialize}
     assert unspecialised == {"seed"}
+
+
+@pytest.mark.parametrize("frames", [8, 16])
+def test_element_attention_kernels_compile_without_spilling(frames, tmp_path):
+    # The kernels hold [BLOCK_L, frames, head_dim] tiles in registers; the tile sizes are chosen so
+    # that nothing spills to local memory at ViT-B's head_dim 64 (the 16-frame case: [2, 2, 8] and more).
+    from sefar_fast.kernels import attention
+
+    common = dict(qkv_ptr="*bf16", element_ptr="*i64")
+    sizes = dict(L="i32", scale="fp32")
+    for kernel, config, outputs in ((attention._forward_kernel, attention.FORWARD, dict(out_ptr="*bf16")),
+                                    (attention._backward_kernel, attention.BACKWARD,
+                                     dict(grad_ptr="*bf16", dqkv_ptr="*bf16"))):
+        constexprs = dict(K=frames, D=768, HD=64, **attention.launch_config(frames, 64, config["tile"]))
+        compiled = compile_for_hopper(kernel, {**common, **outputs, **sizes}, constexprs, config["num_warps"])
+        usage = resource_usage(compiled, tmp_path)
+        assert usage["LOCAL"] == 0 and usage["STACK"] == 0, (kernel.__name__, usage)
+        threads = 32 * config["num_warps"]
+        assert 2 * usage["REG"] * threads <= 65536, (kernel.__name__, usage)  # two programs fit on an SM

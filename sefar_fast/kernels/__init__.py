@@ -4,6 +4,7 @@
     build_strong_mixed   strong views + tube-mixed views in one pass             (build_views + mix_views)
     regulate_head        U head-dropout samples -> Adaptive Regulation           (ops.regulation)
     head_keep_masks      the kernel's dropout masks, computed with torch
+    element_attention    temporal attention within each temporal element         (ops.attention.element_attention)
 
 ``SEFAR_KERNELS=auto|torch|triton`` chooses the implementation (see `dispatch`).
 Importing this package does not import triton.
@@ -12,9 +13,11 @@ Importing this package does not import triton.
 from sefar_fast.kernels.dispatch import (
     build_strong_mixed,
     build_views,
+    element_attention,
     kernel_backend,
     regulate_head,
 )
 from sefar_fast.kernels.philox import head_keep_masks
 
-__all__ = ["build_views", "build_strong_mixed", "regulate_head", "head_keep_masks", "kernel_backend"]
+__all__ = ["build_views", "build_strong_mixed", "regulate_head", "head_keep_masks", "element_attention",
+           "kernel_backend"]

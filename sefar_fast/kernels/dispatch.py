@@ -25,12 +25,16 @@ import torch
 
 from sefar_fast.errors import SefarError
 from sefar_fast.kernels.philox import check_seed, head_keep_masks
+from sefar_fast.ops import attention as ref_attention
 from sefar_fast.ops import views as ref_views
 from sefar_fast.ops.regulation import REGULATIONS, Regulation, regulate
 
 ENV = "SEFAR_KERNELS"
 CHOICES = ("auto", "torch", "triton")
 MAX_TRITON_SAMPLES = 32  # the kernel keeps all U dropped features of a sample in registers
+# The temporal attention kernel keeps a block of every frame's keys and values in registers.
+MAX_TRITON_FRAMES = 16
+MAX_TRITON_HEAD_DIM = 128
 
 
 def _interpreting() -> bool:
@@ -201,3 +205,20 @@ def regulate_head(
         if bias is not None:
             logits = logits + bias.detach().float()
         return regulate(torch.softmax(logits, dim=-1), mode=mode, threshold=threshold)
+
+
+def element_attention(qkv: torch.Tensor, element: torch.Tensor, heads: int) -> torch.Tensor:
+    """Temporal attention within each element, `ops.attention.element_attention` (SDPA path).
+
+    qkv [B, K, L, 3D], element int64 [K] (the element of each frame) -> [B, K, L, D], with its
+    gradient. The Triton kernel takes clips of up to 16 frames and heads of up to 128 channels
+    (the torch path serves other shapes). A model reaches it through
+    `TimeSformer.set_temporal_kernel` (or `model_from_config(..., temporal_kernel=...)`).
+    """
+    k, head_dim = qkv.shape[1], qkv.shape[-1] // 3 // heads
+    fits = k <= MAX_TRITON_FRAMES and head_dim <= MAX_TRITON_HEAD_DIM
+    if fits and kernel_backend(qkv.device) == "triton":
+        from sefar_fast.kernels.attention import element_attention_triton
+
+        return element_attention_triton(qkv, element, heads)
+    return ref_attention.element_attention(qkv, element, heads)

@@ -69,7 +69,7 @@ class ElementLayout(NamedTuple):
     slot_keep: torch.Tensor  # [L, 1]: 0 for the cls slot, 1 for the patches
 
     @classmethod
-    def build(cls, lengths: Sequence[int], slots: int, like: torch.Tensor) -> "ElementLayout":
+    def build(cls, lengths: Sequence[int], slots: int, like: torch.Tensor) -> ElementLayout:
         """From arange and comparisons on the device: no host-to-device copy (which would sync)."""
         dev = like.device
         frame = torch.arange(sum(lengths), device=dev)
