@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from sefar_fast import kernels
 from sefar_fast.checkpoint import load_weights
 from sefar_fast.cli.app import app
 from sefar_fast.errors import SefarError
@@ -31,6 +32,7 @@ from sefar_fast.eval.evaluate import (
     score_views,
     view_batches,
 )
+from sefar_fast.models.timesformer import ElementAttention
 
 LETTERS = "ABCD"
 
@@ -70,6 +72,7 @@ def scored(tiny_run):
     """The teacher's val scores on the run's 2x2 views, straight from score_views."""
     ckpt, cfg, ds, dev = open_checkpoint_data(tiny_run.last)
     _, model = load_model(ckpt, "teacher", dev)
+    assert {m.kernel for m in model.modules() if isinstance(m, ElementAttention)} == {kernels.element_attention}
     acc = score_views(model, ds, ds.val, cfg, dev, views=(2, 2))
     return SimpleNamespace(ckpt=ckpt, cfg=cfg, ds=ds, acc=acc)
 

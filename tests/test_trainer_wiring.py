@@ -17,8 +17,10 @@ import pytest
 import torch
 
 import sefar_fast.train.loop as loop
+from sefar_fast import kernels
 from sefar_fast.checkpoint import read_metadata
 from sefar_fast.config import build_config
+from sefar_fast.models.timesformer import ElementAttention
 from sefar_fast.train.ema import EmaTeacher
 from sefar_fast.train.step import TrainStep
 
@@ -208,3 +210,10 @@ def test_the_callers_config_is_left_as_it_was(recorded, synth_cache, monkeypatch
     before = cfg.to_dict()
     trainer = loop.Trainer(cfg, resume=False)
     assert cfg.to_dict() == before and trainer.cfg.run.out is not None and cfg.run.out is None
+
+
+def test_student_and_teacher_attend_in_time_through_the_kernel_dispatcher(recorded):
+    state = recorded.trainer.state
+    for model in (state.model, state.teacher.module):
+        installed = {m.kernel for m in model.modules() if isinstance(m, ElementAttention)}
+        assert installed == {kernels.element_attention}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sefar_fast import kernels
 from sefar_fast.config import build_config
 from sefar_fast.errors import SefarError
 from sefar_fast.models import model_from_config
@@ -138,7 +139,7 @@ def synthetic_batches(s: BenchSettings, labeled: int, unlabeled: int, seed: int 
 
 def build_student(cfg, s: BenchSettings):
     """The trainer's student model on the device, in train mode."""
-    model = model_from_config(cfg, s.num_classes).to(s.device)
+    model = model_from_config(cfg, s.num_classes, temporal_kernel=kernels.element_attention).to(s.device)
     return model.train()
 
 

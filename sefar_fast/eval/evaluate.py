@@ -150,7 +150,7 @@ def evaluate_model(model, data, indices, cfg, device, *, views=(1, 1), protocol=
 def load_model(ckpt, which: str, device):
     """Rebuild the network of a checkpoint and load the teacher or student weights."""
     cfg = config_from_dict(ckpt.config)
-    model = model_from_config(cfg, len(ckpt.class_names))
+    model = model_from_config(cfg, len(ckpt.class_names), temporal_kernel=kernels.element_attention)
     weights = ckpt.teacher if which == "teacher" else ckpt.student
     if weights is None:
         raise SefarError(f"checkpoint {ckpt.path} holds no {which} weights (the teacher exists once the "

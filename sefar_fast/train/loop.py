@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from sefar_fast import __version__
+from sefar_fast import __version__, kernels
 from sefar_fast.config import Config, eval_views
 from sefar_fast.console import progress_bar
 from sefar_fast.data.datasets import open_dataset
@@ -287,7 +287,8 @@ class Trainer:
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
         check_data(cfg, self.data, self.report.warn, strict=self.strict, record=str(self.run_dir / "split.json"))
         torch.manual_seed(cfg.run.seed)
-        model = model_from_config(cfg, self.data.num_classes).to(self.device)
+        model = model_from_config(cfg, self.data.num_classes, temporal_kernel=kernels.element_attention)
+        model = model.to(self.device)
         if cfg.model.pretrained and not self.resuming:
             self.report.say(f"pretrained: {load_pretrained(model, cfg.model.pretrained).summary()}")
         if cfg.model.checkpoint_activations:
