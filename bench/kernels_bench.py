@@ -12,6 +12,9 @@ reference; plus the largest difference between the two outputs. Bytes moved coun
 move: the outputs once, and the source pixels inside each view's sampled span once
 per distinct source frame (a frame shown twice by a perturbation is read once).
 
+The temporal attention kernel runs on the student rows of a step (labeled + 2 x unlabeled
+clips, every token slot of every frame), with ViT-S and ViT-B widths.
+
 The regulation kernel is also put against a ViT-S training step of the same batch
 (student forward + backward on [labeled; strong; mixed], teacher forward on the weak
 views, bf16 autocast), unless --no-step (--step runs it on the CPU too, slowly).
@@ -236,6 +239,48 @@ def bench_regulation(torch, args, device, timer, copy_bps) -> dict:
     return record(t_kernel, t_call, t_ref, nbytes, copy_bps, err)
 
 
+def bench_element_attention(torch, args, device, timer, copy_bps, dtype) -> dict:
+    """Temporal attention within each element (`kernels.attention`) on a step's student rows
+    (labeled + strong + mixed), ViT-S and ViT-B heads, against the torch path (SDPA with the
+    block-diagonal mask): the forward, and forward + backward (what training pays)."""
+    from sefar_fast.kernels.attention import element_attention_backward, element_attention_triton
+    from sefar_fast.ops.attention import element_attention
+
+    rows, k = args.labeled + 2 * args.batch, sum(args.elements)
+    slots = (args.crop // args.patch) ** 2 + 1
+    element = torch.repeat_interleave(torch.arange(len(args.elements), device=device),
+                                      torch.tensor(args.elements, device=device))
+    widths = {"vit_s": (6, 384), "vit_b": (12, 768)} if device.type == "cuda" else {"tiny": (2, 32)}
+    out = {}
+    for name, (heads, d) in widths.items():
+        g = torch.Generator(device=device).manual_seed(0)
+        qkv = torch.randn(rows, k, slots, 3 * d, generator=g, device=device).to(dtype)
+        grad = torch.randn(rows, k, slots, d, generator=g, device=device).to(dtype)
+        x = qkv.clone().requires_grad_(True)
+        tokens = rows * k * slots * qkv.element_size()
+
+        t_kernel = timer.graphed(lambda: element_attention_triton(qkv, element, heads))
+        t_ref = timer(lambda: element_attention(qkv, element, heads))
+        err = (element_attention_triton(qkv, element, heads).float()
+               - element_attention(qkv, element, heads).float()).abs().max().item()
+        # reads q, k, v, writes the output
+        out[f"element_attention_{name}"] = record(t_kernel, t_kernel, t_ref, 4 * d * tokens, copy_bps, err)
+
+        def kernel_train():
+            return torch.autograd.grad(element_attention_triton(x, element, heads), x, grad)[0]
+
+        def reference_train():
+            return torch.autograd.grad(element_attention(x, element, heads), x, grad)[0]
+
+        t_kernel = timer.graphed(lambda: (element_attention_triton(qkv, element, heads),
+                                          element_attention_backward(grad, qkv, element, heads)))
+        t_call, t_ref = timer(kernel_train), timer(reference_train)
+        err = (kernel_train().float() - reference_train().float()).abs().max().item()
+        # forward as above; backward reads q, k, v and the output's gradient, writes dq, dk, dv
+        out[f"element_attention_train_{name}"] = record(t_kernel, t_call, t_ref, 11 * d * tokens, copy_bps, err)
+    return out
+
+
 def step_seconds(torch, args, device, timer) -> float:
     """One ViT-S training step of this batch: student fwd+bwd on [labeled; strong; mixed], teacher fwd."""
     from sefar_fast.models import build_model
@@ -275,6 +320,7 @@ def main(argv=None) -> int:
     copy_bps = copy_bandwidth(torch, device, timer)
     kernels = bench_views(torch, np, args, device, timer, copy_bps, dtype)
     kernels["regulation"] = bench_regulation(torch, args, device, timer, copy_bps)
+    kernels.update(bench_element_attention(torch, args, device, timer, copy_bps, dtype))
     result = dict(
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         interpreter=device.type == "cpu", torch=torch.__version__, triton=triton.__version__,
