@@ -74,6 +74,11 @@ def count_flops(
     token, plus 2*T*D MACs per token for q.k and attn.v over T keys), spatial
     attention on T*(N+1) tokens (4D^2 per token plus 2*(N+1)*D for the products),
     and the MLP on the 1+T*N tokens (2*ratio*D^2 per token).
+
+    This is the model's mathematics, element by element, what MFU is measured against. The
+    one-pass backbone computes a little more (the cls slots' temporal step, multiplied by 0,
+    the cls MLP once per frame, temporal products over K frames where T count): under 1% at
+    224 x 224 with patch 16.
     """
     spec = arch_spec(arch, patch_size)
     n = num_patches(img_size, spec.patch_size)
