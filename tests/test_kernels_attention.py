@@ -80,8 +80,12 @@ def _model_case() -> dict:
     """A model with the kernel installed against the same model on the torch path: outputs and gradients,
     eagerly and through torch.compile (aot_eager: the kernel's registered backward under AOT autograd)."""
     from sefar_fast import kernels
+    from sefar_fast.kernels import attention
     from sefar_fast.models import build_model
 
+    launches = []
+    launch = attention._launch
+    attention._launch = lambda kernel, *args: (launches.append(kernel.__name__), launch(kernel, *args))[1]
     net = build_model("vit-test", 5, [2, 2, 4], img_size=16, drop_path=0.0).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -99,8 +103,9 @@ def _model_case() -> dict:
     net.set_temporal_kernel(kernels.element_attention)
     result = {}
     for mode, model in (("eager", net), ("compiled", torch.compile(net, backend="aot_eager", fullgraph=True))):
+        launches.clear()
         out, grads = run(model)
-        result[mode] = dict(out_err=float((out - ref_out).abs().max()),
+        result[mode] = dict(launches=sorted(set(launches)), out_err=float((out - ref_out).abs().max()),
                             grad_err=max(float((grads[n] - ref_grads[n]).abs().max() / ref_grads[n].abs().max())
                                          for n in grads if ref_grads[n].abs().max() > 0))
     result["temporal_grad"] = float(ref_grads["backbone.blocks.0.temporal_attn.qkv.weight"].abs().max())
@@ -135,6 +140,7 @@ def test_model_with_the_kernel_equals_the_torch_path(interpreted):
     got = interpreted["model"]
     assert got["temporal_grad"] > 1e-3  # the temporal attention matters to this model
     for mode in ("eager", "compiled"):  # (the gradient errors are relative to each parameter's largest)
+        assert got[mode]["launches"] == ["_backward_kernel", "_forward_kernel"], mode
         assert got[mode]["out_err"] < 1e-5, mode
         assert got[mode]["grad_err"] < 1e-5, mode
 

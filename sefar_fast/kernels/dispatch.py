@@ -207,6 +207,13 @@ def regulate_head(
         return regulate(torch.softmax(logits, dim=-1), mode=mode, threshold=threshold)
 
 
+@torch.compiler.assume_constant_result
+def _traced_backend(device_type: str) -> str:
+    """`kernel_backend`, taken as a constant when torch.compile traces a model that calls
+    `element_attention` (tracing into the cached triton lookup would warn at every compile)."""
+    return kernel_backend(device_type)
+
+
 def element_attention(qkv: torch.Tensor, element: torch.Tensor, heads: int) -> torch.Tensor:
     """Temporal attention within each element, `ops.attention.element_attention` (SDPA path).
 
@@ -217,7 +224,7 @@ def element_attention(qkv: torch.Tensor, element: torch.Tensor, heads: int) -> t
     """
     k, head_dim = qkv.shape[1], qkv.shape[-1] // 3 // heads
     fits = k <= MAX_TRITON_FRAMES and head_dim <= MAX_TRITON_HEAD_DIM
-    if fits and kernel_backend(qkv.device) == "triton":
+    if fits and _traced_backend(qkv.device.type) == "triton":
         from sefar_fast.kernels.attention import element_attention_triton
 
         return element_attention_triton(qkv, element, heads)
