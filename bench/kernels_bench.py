@@ -246,6 +246,8 @@ def bench_element_attention(torch, args, device, timer, copy_bps, dtype) -> dict
     from sefar_fast.kernels.attention import element_attention_backward, element_attention_triton
     from sefar_fast.ops.attention import element_attention
 
+    # A tenth of the runs: the torch path's forward + backward at ViT-B width takes milliseconds.
+    timer = Timer(torch, device, runs=max(2, timer.runs // 10), warmup=max(1, timer.warmup // 3))
     rows, k = args.labeled + 2 * args.batch, sum(args.elements)
     slots = (args.crop // args.patch) ** 2 + 1
     element = torch.repeat_interleave(torch.arange(len(args.elements), device=device),
