@@ -98,8 +98,14 @@ rm -rf "$RUN"
 part train 150 bash -c "
     ( [ -f $STORE/index.json ] || $PY -m sefar_fast.bench.train_store $STORE --labeled 320 --unlabeled 96 --val 16 ) &&
     $PY -m sefar_fast train --data store:$STORE --arch vit-s --epochs 5 --batch-size 8 --device cuda \
-        --out $RUN --json $OUT/$STEM-train.json method.warmup_epochs=0 eval.views=1x1 eval.every=5 run.log_every=10"
+        --out $RUN --json $OUT/$STEM-train.json method.warmup_epochs=0 optim.accum_steps=1 eval.views=1x1 \
+        eval.every=5 run.log_every=10"
 [ -f "$RUN/metrics.jsonl" ] && cp "$RUN/metrics.jsonl" "$LOGS/train-metrics.jsonl"
+
+# 3b. What the temporal attention kernel adds: vit-b's student step with the torch path (SDPA, masked).
+# shellcheck disable=SC2086
+part model-vit-b-sdpa 70 env SEFAR_KERNELS=torch "$PY" -m sefar_fast bench model --arch vit-b --device cuda \
+    $BENCH_ARGS --json "$OUT/$STEM-model-vit-b-sdpa.json"
 
 # 4. As the budget allows: the kernel tests (interpreted and compiled), DALI's GPU decode and NVDEC
 #    against the host decoders, the kernel benchmark, peak memory of vit-b.

@@ -40,6 +40,7 @@ OPTIMIZERS = ("sgd", "adamw")
 PROTOCOLS = ("multiview", "reference")
 HEADLINES = ("student", "teacher")
 BACKENDS = ("auto", "dali", "pil")
+LOGGERS = ("tensorboard", "wandb", "none")
 
 
 @dataclass
@@ -139,6 +140,7 @@ class RunConfig:
     log_every: int = 20
     keep: int = 1  # epoch-NNN.safetensors checkpoints kept besides last/best (0: none)
     ckpt_every_steps: int = 0  # also write last.* every N optimizer steps (0: only at epoch ends)
+    loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb
 
 
 @dataclass
@@ -170,7 +172,7 @@ SECTIONS = [f.name for f in dataclasses.fields(Config)]
 FROM_SCRATCH_INIT = ("model.pos_embed_std", "model.time_embed_std")
 SECTION_TYPES = {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)}
 TYPE_WORDS = {"str": "a text", "int": "an integer", "float": "a number", "bool": "true or false",
-              "list[int]": "integers", "list[float]": "numbers"}
+              "list[int]": "integers", "list[float]": "numbers", "list[str]": "names"}
 
 
 def preset_names() -> list[str]:
@@ -255,10 +257,11 @@ def _coerce(sec: str, name: str, value: Any, current: Any) -> Any:
     if kind == "float":
         return _as_float(where, value)
     if kind.startswith("list["):
-        example = current if isinstance(current, list) and current else [2, 2, 4]
+        example = current if isinstance(current, list) and current else ([2, 2, 4] if kind != "list[str]" else
+                                                                         ["tensorboard"])
         if not isinstance(value, (list, tuple)):
             raise SefarError(f"{where} must be a list like {example}, got {value!r}")
-        convert = _as_int if kind == "list[int]" else _as_float
+        convert = {"list[int]": _as_int, "list[float]": _as_float, "list[str]": _as_name}[kind]
         try:
             return [convert(where, v) for v in value]
         except SefarError:
@@ -272,6 +275,12 @@ def _as_int(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value:
         raise SefarError(f"{where} must be an integer, got {value!r}")
     return int(value)
+
+
+def _as_name(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SefarError(f"{where} must be a list of names, got {value!r}")
+    return value
 
 
 def _as_float(where: str, value: Any) -> float:
@@ -467,6 +476,8 @@ def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         sec, name = key.split(".")
         _choice(key, getattr(getattr(cfg, sec), name), allowed)
+    for name in cfg.run.loggers:
+        _choice("run.loggers", name, LOGGERS)
     d, m, o = cfg.data, cfg.method, cfg.optim
     if not (0 < d.label_rate <= 1):
         raise SefarError(f"data.label_rate {d.label_rate} must be in (0, 1], e.g. --label-rate 0.05 for 5% labeled "

@@ -291,6 +291,8 @@ def test_gpu_check_summary_puts_numbers_against_the_targets(tmp_path):
 
     (tmp_path / f"{stem}-bench-vit-b.json").write_text(json.dumps(bench(13.0, 0.31, 70.0, 38.0, 1.2, 16)))
     (tmp_path / f"{stem}-bench-vit-s.json").write_text(json.dumps(bench(9.5, 0.19, 20.0, None, 1.4, 21)))
+    (tmp_path / f"{stem}-model-vit-b-sdpa.json").write_text(json.dumps({"model": {"mfu": 0.22,
+                                                                                   "train_clips_per_s": 150.0}}))
     (tmp_path / f"{stem}-train.json").write_text(json.dumps({"last": {"loss": 1.0, "data_wait": 0.01}}))
     # The first logging interval holds the compile (the host waits for no data then): left out.
     steps = [{"kind": "step", "step": 5 * (i + 1), "data_wait": w} for i, w in enumerate([0.001, 0.04, 0.08])]
@@ -310,6 +312,7 @@ def test_gpu_check_summary_puts_numbers_against_the_targets(tmp_path):
     # MFU against the measured peak: 31% >= 30% for vit-b, 19% < 20% for vit-s; the datasheet figure is shown
     assert rows["vit-b student train step MFU"][3] == "met" and rows["vit-s student train step MFU"][3] == "SHORT"
     assert "datasheet 15.5%" in rows["vit-b student train step MFU"][1]
+    assert rows["vit-b student step MFU, torch attention path (SEFAR_KERNELS=torch)"][1] == "22.0% (150 clips/s)"
     # Memory targets are in GB (1e9 bytes): 70 GiB = 75.2 GB fits 80 GB, 38 GiB = 40.8 GB misses 40 GB.
     assert rows["vit-b peak memory 8+24"][1:] == ("75.2 GB", "<= 80 GB", "met")
     assert rows["vit-b peak memory 8+24, checkpointing"][1:] == ("40.8 GB", "<= 40 GB", "SHORT")

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sefar_fast"
 
 # Optional or slow-to-import dependencies: the only third-party modules imported inside functions.
 HEAVY = ("nvidia", "triton", "av", "matplotlib", "huggingface_hub", "tensorboard", "wandb", "onnx",
-         "onnxruntime", "torch._inductor")
+         "onnxruntime", "torch._inductor", "torch.utils.tensorboard")
 # The CLI imports each command's library when the command runs (`sefar --help` must not wait for torch).
 LAZY_LAYERS = ("cli",)
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import kill_when_hung, run_cli
 
 from sefar_fast.checkpoint import load_state, load_weights, read_metadata
 
@@ -118,15 +116,7 @@ def test_kill_during_checkpoint_write_keeps_a_consistent_pair(reference, synth_c
     # Checkpoints after steps 2 and 4; the second write of last.safetensors hangs before its rename.
     proc = spawn(["train", *TINY, "--out", run, "--ckpt-every-steps", "2"], synth_cache,
                  SEFAR_TEST_HANG_IN_WRITE="last.safetensors:2")
-    marker = run / "last.safetensors.hang"
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    marker.unlink()
+    kill_when_hung(proc, run / "last.safetensors.hang")
 
     # The new state (step 4) was written, its weights were not: the previous pair (step 2) still loads.
     assert load_state(run / "last.state")["progress"]["global_step"] == 4

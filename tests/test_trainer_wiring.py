@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,7 +85,7 @@ def recorded(tmp_path_factory, synth_cache):
         seen.evals.append((epoch, name))
         seen.protocols.append((kw.get("protocol"), kw.get("seed"), kw.get("views")))
         top1 = (TEACHER_TOP1 if name == "teacher" else STUDENT_TOP1)[epoch]
-        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
+        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1, "confusion": np.eye(20, dtype=np.int64)}
 
     mp.setattr(EmaTeacher, "create", classmethod(recording_create))
     mp.setattr(EmaTeacher, "lerp", recording_lerp)
@@ -184,7 +185,7 @@ def test_a_teacher_headline_is_the_teachers_top1_once_it_exists(recorded, monkey
 
     def fixed_eval(model, data, indices, cfg, device, *, desc, **kw):
         top1 = scores[desc.split()[-1]]
-        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1}
+        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1, "confusion": np.eye(20, dtype=np.int64)}
 
     monkeypatch.setattr(loop, "evaluate_model", fixed_eval)
     monkeypatch.setattr(trainer.cfg.eval, "headline", "teacher")

@@ -94,6 +94,8 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "run.log_every": [("0", "run.log_every 0 is out of range")],
     "run.keep": [("-1", "run.keep -1 is out of range")],
     "run.ckpt_every_steps": [("-1", "run.ckpt_every_steps -1 is out of range")],
+    "run.loggers": [("[mlflow]", "run.loggers 'mlflow' is not one of tensorboard, wandb, none"),
+                    ("tensorboard", "run.loggers must be a list")],
 }
 
 # Rules between keys that need two keys changed (the single-key cases above cover the others).

@@ -3,7 +3,8 @@
     python -m sefar_fast.bench.summary OUT STEM
 
 reads, in OUT: logs/parts.tsv (part, status, seconds: one line per part, written by
-the script), STEM-bench-vit-s.json, STEM-bench-vit-b.json and STEM-memory-vit-b.json (`sefar bench`),
+the script), STEM-bench-vit-s.json, STEM-bench-vit-b.json, STEM-model-vit-b-sdpa.json and
+STEM-memory-vit-b.json (`sefar bench`),
 STEM-dali-check.json, STEM-video-check.json, STEM-kernels.json (bench/kernels_bench.py),
 STEM-train.json and logs/train-metrics.jsonl (the short
 `sefar train`, whose `data_wait` fields say how long the GPU waited for data).
@@ -149,6 +150,10 @@ def summary_rows(out: Path, stem: str) -> list[tuple[str, str, str, str]]:
             ok = None if target is None or value is None else value * 2**30 / 1e9 <= target
             rows.append((f"{arch} peak memory {shape}{label}", str(shown), f"<= {target:.0f} GB" if target else "",
                          _verdict(ok)))
+    sdpa = (_load(out / f"{stem}-model-vit-b-sdpa.json") or {}).get("model") or {}
+    if "mfu" in sdpa:  # the same step with the torch attention path: what the temporal kernel adds
+        rows.append(("vit-b student step MFU, torch attention path (SEFAR_KERNELS=torch)",
+                     f"{100 * sdpa['mfu']:.1f}% ({sdpa['train_clips_per_s']:.0f} clips/s)", "", "-"))
     dali = _load(out / f"{stem}-dali-check.json")
     if dali is not None:
         rows.append(("DALI GPU decode vs host", f"mean |diff| {dali.get('mean_abs_diff', float('nan')):.2f}, "

@@ -36,17 +36,26 @@ from sefar_fast.io import atomic_write_text, ensure_writable
 app = typer.Typer(
     name="sefar",
     help="Semi-supervised fine-grained action recognition (SeFAR), fast.\n\n"
-    "Start with `sefar train` (built-in synthetic data, runs on a laptop CPU), then "
-    "`sefar eval runs/<run>/best.safetensors`.",
+    "Start with sefar train (built-in synthetic data, runs on a laptop CPU), then "
+    "sefar eval runs/<run>/best.safetensors. Every command has --help with examples.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # plain click help: wraps at any width, never cuts an option name
 )
-data_app = typer.Typer(help="Built-in data and dataset inspection.", no_args_is_help=True)
+data_app = typer.Typer(help="Built-in data and dataset inspection.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(help="Show the resolved config of a command line, or every config key.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(config_app, name="config")
 
 _STATE = {"debug": False}
+
+
+def examples(*commands: str, then: str = "") -> str:
+    """An epilog: the commands kept as written (click's \\b marker), then an optional paragraph."""
+    lines = "\n".join("  " + line for cmd in commands for line in cmd.split("\n"))
+    return f"Examples:\n\n\b\n{lines}" + (f"\n\n{then}" if then else "")
 INTERRUPTED = 128 + 2  # the exit status of a process stopped by SIGINT (Ctrl-C)
 
 
@@ -98,48 +107,21 @@ def write_json(path: Optional[Path], payload: dict) -> None:
 
 # ----------------------------------------------------------------------------- train
 @app.command(
+    short_help="Train: SeFAR by default, or --method supervised / fixmatch.",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
-    epilog="Examples:\n\n"
-    "    sefar train\n\n"
-    "    sefar train --method supervised --label-rate 1.0 --epochs 6   # 10x the steps per epoch\n\n"
-    "    sefar train --data gym99 --root /data/gym --pretrained timm:vit_small_patch16_224.augreg_in21k_ft_in1k\n\n"
-    "    sefar train --data gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym   # the authors' 5% split\n\n"
-    "    sefar train perturb=all-reverse regulation=threshold      # Table 4 / Fig. 4 ablations\n\n"
-    "    torchrun --nproc_per_node 8 -m sefar_fast train --data gym99 --root /data/finegym\n\n"
-    "Method switches (key=value; every one is also a config key):\n\n"
-    "- `method.elements=[2,2,4]` dual-level elements (last = context); `[8]` = one 8-frame element (no Dual-Ele)\n"
-    "- `method.perturb=mod|none|all-reverse|all-shuffle|local-shuffle|warp|t-drop|t-half` strong-view temporal "
-    "perturbation (mod = reverse inside fine elements only; paper Table 4)\n"
-    "- `method.regulation=adaptive|threshold|none`, `method.threshold=0.95` pseudo-label weighting (Ada-Reg)\n"
-    "- `method.teacher_mc=head|full`, `method.mc_samples=10` teacher MC-dropout predictions\n"
-    "- `method.mix=true|false`, `method.mix_alpha=10`, `method.mix_loss=mse|soft-ce` tube mixing; "
-    "`method.channel_drop=0.2` strong-view channel dropout\n"
-    "- `method.w_un=2 method.w_mix=2` loss weights; `method.warmup_epochs=5` supervised warm-up\n"
-    "- `method.unlabeled_ratio=3` unlabeled clips per labeled clip; `method.ema_decay=0.9999` per labeled clip\n"
-    "- `optim.global_batch=64` labeled clips per optimizer step, by automatic accumulation (0: off); "
-    "`optim.accum_steps=N` fixed accumulation instead; `optim.lr=0.005` for an effective labeled batch of 64\n"
-    "- `eval.headline=student|teacher` the model whose val top-1 picks best.safetensors (both are reported); "
-    "`eval.protocol=multiview|reference` deterministic TxS views or one random view per clip (the released code)\n"
-    "- `model.pos_embed_std=0.5 model.time_embed_std=0.5` embedding init for training from scratch (synth "
-    "preset; timm's 0.02 and 0 under --pretrained unless set)\n\n"
-    "Table 3 rows: baseline = `--method fixmatch`; +Dual-Ele = `elements=[2,2,4] perturb=warp regulation=threshold`; "
-    "+Mod-Perturb = `regulation=threshold`; full SeFAR = defaults.\n\n"
-    "Batch sizes and learning rate: `--batch-size` is labeled clips per process per accumulation micro-step; "
-    "one optimizer step takes a global batch of batch_size x optim.accum_steps x processes labeled clips "
-    "(x method.unlabeled_ratio unlabeled). By default (the paper's protocol) accum_steps is chosen so that the "
-    "global batch is `optim.global_batch` (64), or the nearest to it; the synth preset turns that off. "
-    "`optim.lr` is the rate for a global batch of `optim.ref_batch` (64) "
-    "and is scaled linearly with the global batch; the EMA decay is 0.9999 per labeled clip of the global batch. "
-    "Processes and accumulation are interchangeable: 2 GPUs x accum 1 trains like 1 GPU x accum 2.\n\n"
-    "Data: `lists:DIR` reads the released code's list folders as shipped (train.csv, unlabel.csv, val.csv; "
-    "test.csv = val.csv read once) and mmaction2's video and rawframe lists; each clip is found under --root by "
-    "its path or its name. Class names come from `classes.txt` in the list folder or its parent: one name per "
-    "line in label order (FineGym category lines work too); without it, class_0, class_1, ... "
-    "`gym99` / `gym288` read FineGym's own annotation files or mmaction2's data/gym layout; `gym99:lists=DIR` "
-    "takes the authors' split. `sefar data info --data SPEC --root R` shows the counts without decoding.\n\n"
-    "Stopping and resuming: Ctrl-C (SIGINT) or SIGTERM finishes the step, writes last.* and prints the resume "
-    "command (a second signal exits at once); rerunning the same command with the same --out continues an "
-    "unfinished run exactly (or `--resume-from RUN`); `--on-nan stop|skip` decides what a non-finite loss does.",
+    epilog=examples(
+        "sefar train",
+        "sefar train --method supervised --label-rate 1.0 --epochs 6",
+        "sefar train --data gym99 --root /data/gym \\\n"
+        "    --pretrained timm:vit_small_patch16_224.augreg_in21k_ft_in1k",
+        "# the authors' 5% split of FineGym gym99:\nsefar train --data gym99:lists=SeFAR/dataset/finegym/all99_5 \\\n"
+        "    --root /data/gym --label-rate 0.05",
+        "# a Table 4 / Fig. 4 ablation (any config key as key=value):\n"
+        "sefar train perturb=all-reverse regulation=threshold",
+        "sefar train --dry-run       # what a run would use; nothing written",
+        "torchrun --nproc_per_node 8 -m sefar_fast train --data gym99 \\\n    --root /data/gym",
+        then="Method switches, the paper's ablations, batch and lr rules, data sources, stopping and resuming: "
+             "docs/training.md. Every config key: sefar config keys."),
 )
 def train(
     ctx: typer.Context,
@@ -178,11 +160,15 @@ def train(
     strict: bool = typer.Option(False, "--strict", help="Refuse data with clips the source could not read "
                                 "(default: leave them out, list them in <run>/split.json and warn)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final metrics as JSON ('-' for stdout)."),
+    logger: Optional[list[str]] = typer.Option(None, "--logger", metavar="NAME", help="Also send the metrics to tensorboard "
+                                               "(RUN/tensorboard) or wandb; repeat for both (run.loggers)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and count everything (config, clips, batch, "
+                                 "steps, model size, FLOPs, peak memory), print it and exit without training."),
 ):
     """Train a model: SeFAR semi-supervised by default, or --method supervised / fixmatch.
 
-    Free `key=value` arguments override any config key (dotted or bare when unique),
-    e.g. `perturb=none`, `method.elements=[2,4]`, `optim.lr=0.01`.
+    Free key=value arguments override any config key (dotted or bare when unique),
+    e.g. perturb=none, method.elements=[2,4], optim.lr=0.01.
     """
     from sefar_fast.config import build_config
     from sefar_fast.train.loop import train as run_training
@@ -195,7 +181,7 @@ def train(
         "optim.batch_size": batch_size, "run.out": out, "run.seed": seed,
         "run.device": device.value if device else None, "model.pretrained": pretrained,
         "run.compile": compile, "model.checkpoint_activations": checkpoint_activations,
-        "run.keep": keep, "run.ckpt_every_steps": ckpt_every_steps,
+        "run.keep": keep, "run.ckpt_every_steps": ckpt_every_steps, "run.loggers": logger or None,
     }
     if resume_from is not None:  # the run's own settings, with what this command line changes on top
         from sefar_fast.train.resume import resume_config
@@ -206,17 +192,27 @@ def train(
     else:
         cfg = build_config(data, str(config) if config else None, flags, list(ctx.args))
     check_json_target(json_out)
+    if dry_run:
+        from sefar_fast.console import results_table
+        from sefar_fast.train.dry_run import plan_summary, summary_rows
+        from sefar_fast.train.loop import Trainer
+
+        trainer = Trainer(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, strict=strict)
+        summary = plan_summary(trainer)
+        console.print(results_table(f"dry run: {trainer.title} (nothing written)", summary_rows(summary), "left"))
+        write_json(json_out, summary)
+        return
     result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile,
                           strict=strict)
     write_json(json_out, result)
 
 
 # ----------------------------------------------------------------------------- eval
-@app.command("eval", epilog="Examples:\n\n"
-             "    sefar eval runs/synth-sefar/best.safetensors\n\n"
-             "    sefar eval best.safetensors --data gym99 --root /data/finegym --views 5x3\n\n"
-             "    sefar eval best.safetensors --protocol reference     # one random view of the student\n\n"
-             "    sefar eval best.safetensors --qa all99_5/val.json     # Gym-QA multiple-choice accuracy")
+@app.command("eval", short_help="Score a checkpoint: top-1/5, per-class report, confusion.", epilog=examples(
+    "sefar eval runs/synth-sefar/best.safetensors",
+    "sefar eval best.safetensors --data gym99 --root /data/gym --views 5x3",
+    "# one random view of the student, as the released code tests:\nsefar eval best.safetensors --protocol reference",
+    "# also Gym-QA multiple-choice accuracy:\nsefar eval best.safetensors --qa all99_5/val.json"))
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by sefar train."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data to score (default: the checkpoint's)."),
@@ -248,8 +244,33 @@ def eval_cmd(
     write_json(json_out, result)
 
 
+# ----------------------------------------------------------------------------- config
+@config_app.command("show", short_help="Print the config sefar train would use (YAML).", context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+                    epilog=examples(
+                        "sefar config show", "sefar config show --data gym99 optim.lr=0.01 elements=[2,4]",
+                        "sefar config show --config my.yaml > resolved.yaml"))
+def config_show(
+    ctx: typer.Context,
+    data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec, as for sefar train."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with config sections."),
+):
+    """Print the config sefar train would use (YAML), with key=value overrides applied."""
+    from sefar_fast.config import build_config
+
+    sys.stdout.write(build_config(data, str(config) if config else None, {}, list(ctx.args)).to_yaml())
+
+
+@config_app.command("keys", short_help="Every config key with its type, default and help.", epilog=examples("sefar config keys | grep method."))
+def config_keys():
+    """List every config key with its type, default and what it does."""
+    from sefar_fast.configs.keys import config_keys as keys
+
+    for key, kind, default, text in keys():
+        sys.stdout.write(f"{key}  ({kind}, default {default!r})\n    {text}\n")
+
+
 # ----------------------------------------------------------------------------- data
-@data_app.command("synth", epilog="Example:\n\n    sefar data synth --seed 0 --clips-per-class 120")
+@data_app.command("synth", short_help="Generate (or find) the built-in synthetic data.", epilog=examples("sefar data synth --seed 0 --clips-per-class 120"))
 def data_synth(
     seed: int = typer.Option(0, "--seed", help="Seed of the generated set."),
     clips_per_class: int = typer.Option(120, "--clips-per-class", help="Clips per class."),
@@ -265,11 +286,11 @@ def data_synth(
     console.print(f"[green]synth[/] {len(store.records)} clips, {len(store.class_names)} classes at {root}")
 
 
-@data_app.command("info", context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
-                  epilog="Examples:\n\n"
-                  "    sefar data info --data lists:SeFAR/dataset/finegym/all99_5 --root /data/gym\n\n"
-                  "    sefar data info --data gym99 --root /data/gym            # FineGym's files or mmaction2's\n\n"
-                  "    sefar data info --data gym99 --root /data/gym data.split_seed=1   # any config key=value")
+@data_app.command("info", short_help="Classes and split sizes, from the lists alone.", context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+                  epilog=examples(
+                      "sefar data info --data lists:SeFAR/dataset/finegym/all99_5 \\\n    --root /data/gym",
+                      "# FineGym's own files, or mmaction2's layout:\nsefar data info --data gym99 --root /data/gym",
+                      "# any config key=value:\nsefar data info --data gym99 --root /data/gym data.split_seed=1"))
 def data_info(
     ctx: typer.Context,
     data: str = typer.Option("synth", "--data", "-d", help="Preset or source spec (as for sefar train)."),
@@ -292,10 +313,10 @@ def data_info(
 
 
 # ----------------------------------------------------------------------------- placeholders filled by later modules
-@app.command(epilog="Examples:\n\n"
-             "    sefar prepare gym99:lists=SeFAR/dataset/finegym/all99_5 --root /data/gym --out /data/gym99-5\n\n"
-             "    sefar prepare lists:/data/ucf101/annotations --root /data/ucf101 --out /data/ucf-store\n\n"
-             "    sefar prepare folder:/data/mydataset --out /data/my-store --short-side 256 --fps 15")
+@app.command(short_help="Decode every clip once into a JPEG clip store.", epilog=examples(
+    "sefar prepare gym99:lists=SeFAR/dataset/finegym/all99_5 \\\n    --root /data/gym --out /data/gym99-5",
+    "sefar prepare lists:/data/ucf101/annotations --root /data/ucf101 \\\n    --out /data/ucf-store",
+    "sefar prepare folder:/data/mydataset --out /data/my-store \\\n    --short-side 256 --fps 15"))
 def prepare(
     source: str = typer.Argument(..., help="lists:DIR (class names from its classes.txt), rawframes:DIR, "
                                  "folder:DIR, a preset name such as gym99 (with --root), or gym99:lists=DIR."),
@@ -325,8 +346,10 @@ def prepare(
         raise typer.Exit(1)
 
 
-@app.command(epilog="Examples:\n\n    sefar bench --quick\n\n    sefar bench overhead          # host ops per phase and host syncs of one iteration\n\n"
-             "    sefar bench iteration --arch vit-b --batch 8 --device cuda --json vitb.json")
+@app.command(short_help="Throughput, MFU, host overhead and memory.", epilog=examples(
+    "sefar bench --quick",
+    "# host operations per phase, host syncs of one iteration:\nsefar bench overhead",
+    "sefar bench iteration --arch vit-b --batch 8 --device cuda --json vitb.json"))
 def bench(
     section: Optional[list[str]] = typer.Argument(None, help="Sections: data, model, iteration, overhead, memory (default all)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Model size (default vit-test on CPU, vit-s on CUDA)."),
@@ -349,7 +372,7 @@ def bench(
     write_json(json_out, result)
 
 
-@app.command(epilog="Example:\n\n    sefar predict runs/synth-sefar/best.safetensors clip1.mp4 clip2.webm --top-k 5")
+@app.command(short_help="Classify video files: top-k classes.", epilog=examples("sefar predict runs/synth-sefar/best.safetensors clip1.mp4 clip2.webm \\\n    --top-k 5"))
 def predict(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint."),
     videos: list[Path] = typer.Argument(..., help="Video files (any codec FFmpeg reads)."),
@@ -363,7 +386,7 @@ def predict(
     """Classify video files: top-k class names with probabilities.
 
     Every video that can be read gets its result; each one that cannot is reported in one line after
-    them, and the command then exits with status 2 (`--json` lists them under "failed").
+    them, and the command then exits with status 2 (--json lists them under "failed").
     """
     from sefar_fast.eval.predict import predict_videos
 
@@ -376,7 +399,7 @@ def predict(
         raise typer.Exit(2)
 
 
-@app.command(epilog="Example:\n\n    sefar extract best.safetensors --data synth --split val --out feats.safetensors")
+@app.command(short_help="Export per-clip features with clip ids.", epilog=examples("sefar extract best.safetensors --data synth --split val \\\n    --out feats.safetensors"))
 def extract(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors with features and clip ids."),
@@ -391,7 +414,7 @@ def extract(
     """Export per-clip features (fused 256-d and per-element CLS, averaged over the eval views) with clip ids.
 
     Tensors: fused [N,256], element_<i> [N,D], probs [N,C], labels [N]; metadata: clip_ids, class_names,
-    checkpoint (JSON). Read back with `sefar_fast.eval.extract.load_features`.
+    checkpoint (JSON). Read back with sefar_fast.eval.extract.load_features.
     """
     from sefar_fast.eval.extract import extract_features
 
@@ -399,7 +422,30 @@ def extract(
                      device=device.value if device else None, views=views)
 
 
-@app.command(epilog="Example:\n\n    sefar report runs/synth-sefar")
+@app.command(short_help="Export the network as ONNX or TorchScript.", epilog=examples(
+    "sefar export runs/synth-sefar/best.safetensors",
+    "sefar export best.safetensors --format torchscript --model student \\\n    --out student.pt",
+    then="Running the file on a video's views: docs/export.md."))
+def export(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by sefar train."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    model: str = typer.Option("teacher", "--model", help="teacher (when present) or student."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: next to the "
+                                       "checkpoint, NAME-MODEL.onnx or .pt)."),
+):
+    """Export a checkpoint's network as a one-clip inference graph (ONNX or TorchScript).
+
+    Input: clip, float [1, K, 3, S, S], one normalised view with its frames grouped by element;
+    output: logits [1, C]. The file also holds class names, elements, crop and normalisation.
+    """
+    from sefar_fast.eval.export import export_model
+
+    result = export_model(checkpoint, fmt=format, which=model, out=out)
+    console.print(f"[green]exported[/] {result['model']} as {result['format']} "
+                  f"(input {result['input_shape']}, {result['classes']} classes) -> {result['out']}")
+
+
+@app.command(short_help="Draw a run's training curves.", epilog=examples("sefar report runs/synth-sefar"))
 def report(run: Path = typer.Argument(..., help="A run folder holding metrics.jsonl.")):
     """Draw training curves (loss, eta, pseudo-label accuracy, val accuracy) to <run>/curves.png."""
     from sefar_fast.eval.curves import plot_curves

@@ -140,11 +140,13 @@ def score_views(model, data, indices, cfg, device, *, views=(1, 1), protocol="mu
 
 
 def evaluate_model(model, data, indices, cfg, device, *, views=(1, 1), protocol="multiview", seed=0, amp=False,
-                   desc="eval", dist=None) -> dict[str, float]:
-    """top1, top5 and mean class accuracy of `model` (what training logs per epoch)."""
+                   desc="eval", dist=None) -> dict:
+    """top1, top5 and mean class accuracy of `model` (what training logs per epoch), and its
+    confusion matrix (int64 [C, C], rows = true classes)."""
     m = score_views(model, data, indices, cfg, device, views=views, protocol=protocol, seed=seed, amp=amp,
                     desc=desc, dist=dist).metrics()
-    return {"top1": float(m.top1), "top5": float(m.top5), "mean_class_acc": float(m.mean_class_acc)}
+    return {"top1": float(m.top1), "top5": float(m.top5), "mean_class_acc": float(m.mean_class_acc),
+            "confusion": m.confusion}
 
 
 def load_model(ckpt, which: str, device):

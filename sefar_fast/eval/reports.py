@@ -126,10 +126,24 @@ def confusion_order(confusion: np.ndarray, method: str = "cluster") -> np.ndarra
 def plot_confusion(metrics: EvalMetrics, class_names: Sequence[str] | None, path: str | Path, *,
                    title: str, order: str = "cluster") -> Path:
     """Draw the row-normalised confusion matrix to a PNG sized and labelled for the class count."""
-    num_classes = metrics.num_classes
+    return save_figure(confusion_figure(metrics.confusion, class_names, title=title, order=order), path)
+
+
+def figure_rgb(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """A figure rendered to uint8 RGB [H, W, 3] (for image loggers)."""
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str] | None, *, title: str,
+                     order: str = "cluster") -> Figure:
+    """The row-normalised confusion matrix, sized and labelled for the class count."""
+    num_classes = confusion.shape[0]
     names = class_names_or_ids(class_names, num_classes)
-    perm = confusion_order(metrics.confusion, order)
-    rates = row_rates(metrics.confusion.astype(np.float64))[np.ix_(perm, perm)]
+    perm = confusion_order(confusion, order)
+    rates = row_rates(confusion.astype(np.float64))[np.ix_(perm, perm)]
 
     side = 5.0 + 0.065 * num_classes  # inches of matrix: ~6 in for 10 classes, ~11 for 99, ~24 for 288
     cell_pt = side * 72 / num_classes
@@ -174,7 +188,7 @@ def plot_confusion(metrics: EvalMetrics, class_names: Sequence[str] | None, path
     bar.ax.tick_params(labelsize=8)
     bar.set_label("share of the true class's clips (square-root scale); white = none, grey row = class has no clips",
                   fontsize=8)
-    return save_figure(fig, path)
+    return fig
 
 
 def _colormap():

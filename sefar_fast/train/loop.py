@@ -61,6 +61,7 @@ from sefar_fast.train.telemetry import DataWaitMeter, StepProfiler
 from sefar_fast.train.update import make_optimizer
 
 ON_NAN = ("skip", "stop")
+METHOD_TITLES = {"sefar": "SeFAR", "supervised": "supervised", "fixmatch": "FixMatch"}
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -144,7 +145,7 @@ class Trainer:
             if (epoch + 1) % cfg.eval.every == 0 or last:
                 metrics.update(self.validate())
             best = self.state.end_epoch(metrics, last=last)
-            self.report.record({"kind": "epoch", **metrics})
+            self.report.record({"kind": "epoch", "epoch": epoch + 1, "global_step": progress.global_step, **metrics})
             self.save(None, metrics, epoch_end=epoch + 1, best=best)
             self.report.epoch(metrics, cfg.optim.epochs)
             if not last and self.stop_requested():
@@ -167,7 +168,7 @@ class Trainer:
         meter = DataWaitMeter()
         lr = self.lr_at(epoch + p.step / n)
         with progress_bar(f"epoch {epoch + 1}/{cfg.optim.epochs} {'ssl' if ssl else 'sup'}", n) as bar:
-            bar.advance(p.step)
+            bar.start_at(p.step)
             for step in range(p.step, n):
                 with meter.waiting():
                     lab = next(labeled)
@@ -239,6 +240,7 @@ class Trainer:
             res = evaluate_model(model, self.data, self.data.val, cfg, self.device, views=eval_views(cfg),
                                  protocol=cfg.eval.protocol, seed=cfg.run.seed, amp=self.amp, desc=f"val {name}",
                                  dist=self.dist)
+            self.report.confusion(name, res["confusion"], self.data.class_names, self.state.progress.global_step)
             out[f"val_top1_{name}"] = res["top1"]
             out[f"val_top5_{name}"] = res["top5"]
             out[f"val_mca_{name}"] = res["mean_class_acc"]
@@ -305,6 +307,8 @@ class Trainer:
         self.step = TrainStep(cfg, model, self.device, self.amp, self.compile, self.dist,
                               on_compile_fallback=self.report.warn)
         self.labeled, self.unlabeled = self.make_loaders()
+        self.report.open_loggers(cfg.run.loggers, cfg.to_dict(),
+                                 self.state.progress.global_step if self.resuming else None)
         if self.profile:
             self.profiler = StepProfiler(self.run_dir / "profile", self.dist.rank, self.device)
 
@@ -349,6 +353,7 @@ class Trainer:
                         f"(global step {p.global_step})")
 
     def close(self) -> None:
+        self.report.close()
         for loader in (self.labeled, self.unlabeled):
             if loader is not None:
                 loader.close()
@@ -426,11 +431,16 @@ class Trainer:
                                   f"{self.files.last}; resume with: {cmd}")
 
     # ------------------------------------------------------------------ words
+    @property
+    def title(self) -> str:
+        """What the run is, in words: e.g. "SeFAR on synth", "supervised on store:/data/gym99"."""
+        return f"{METHOD_TITLES[self.cfg.method.name]} on {self.cfg.data.name}"
+
     def headline(self) -> str:
         cfg, d = self.cfg, self.data
         target = cfg.optim.global_batch
         nearest = f", the nearest to optim.global_batch {target}" if target and target != self.global_batch else ""
-        return (f"[bold]sefar[/] {cfg.method.name} on {cfg.data.name}: {len(d.labeled)} labeled, "
+        return (f"[bold]{self.title}[/]: {len(d.labeled)} labeled, "
                 f"{len(d.unlabeled)} unlabeled, {len(d.val)} val clips, {d.num_classes} classes; {cfg.model.arch}, "
                 f"elements {cfg.method.elements}, {cfg.optim.epochs} epochs x {len(self.labeled)} steps of "
                 f"{self.global_batch} labeled clips ({self.dist.world_size} process(es) x {cfg.optim.accum_steps} "
@@ -449,7 +459,7 @@ class Trainer:
                 ("best checkpoint", best)]
         if self.profiler is not None and self.profiler.written:
             rows.append(("profiler trace", str(self.profiler.written)))
-        self.report.finish(result, p.history, rows, title=f"sefar {cfg.method.name} on {cfg.data.name}")
+        self.report.finish(result, p.history, rows, title=self.title)
         return result
 
 

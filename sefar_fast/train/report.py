@@ -9,6 +9,9 @@ calls them without checking its rank.
     summary.csv     the epoch records as a table, written when the run finishes
     finished        the run's result (JSON); its presence marks the run as complete
     curves.png      losses, pseudo-labels, validation accuracy and lr per epoch (`eval.curves`)
+
+Trackers (`--logger tensorboard|wandb`, `train.loggers`) receive every record metrics.jsonl
+receives, and the validation confusion matrices as images.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sefar_fast.console import console, err_console, results_table
 from sefar_fast.io import atomic_write_text, write_error
+from sefar_fast.train.loggers import open_loggers, split_record
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.csv"
@@ -34,6 +40,17 @@ class Reporter:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.metrics = self.run_dir / METRICS
+        self.loggers: list = []
+
+    def open_loggers(self, names, config: dict, resume_step: int | None) -> None:
+        """Start the trackers (`train.loggers`); resume_step: the global step a resumed run continues from."""
+        if self.enabled:
+            self.loggers = open_loggers(names, self.run_dir, config, resume_step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
 
     # ------------------------------------------------------------------ console
     def say(self, text: str) -> None:
@@ -56,12 +73,27 @@ class Reporter:
 
     # ------------------------------------------------------------------ metrics.jsonl
     def record(self, record: dict) -> None:
-        if self.enabled:
-            try:
-                with open(self.metrics, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            except OSError as e:
-                raise write_error(self.metrics, e) from None
+        """One record (`kind` step or epoch, with its `global_step`) to metrics.jsonl and the trackers."""
+        if not self.enabled:
+            return
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_error(self.metrics, e) from None
+        for logger in self.loggers:
+            for prefix, values in split_record(record).items():
+                logger.scalars(prefix, values, record["global_step"])
+
+    def confusion(self, model: str, confusion: np.ndarray, class_names, step: int) -> None:
+        """A validation confusion matrix, as an image for the trackers (none: nothing is drawn)."""
+        if not (self.enabled and self.loggers):
+            return
+        from sefar_fast.eval.reports import confusion_figure, figure_rgb  # matplotlib: only with trackers
+
+        rgb = figure_rgb(confusion_figure(confusion, class_names, title=f"{model}, step {step}"), dpi=60)
+        for logger in self.loggers:
+            logger.image(f"val/confusion_{model}", rgb, step)
 
     def metrics_bytes(self) -> int:
         """How much of metrics.jsonl exists now (stored with a checkpoint)."""

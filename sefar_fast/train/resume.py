@@ -36,7 +36,7 @@ from sefar_fast.lock import LOCK_NAME
 
 # Keys that may differ between a run and its continuation.
 MAY_CHANGE_ON_RESUME = {
-    "run.out", "run.device", "run.compile", "run.log_every", "run.keep", "run.ckpt_every_steps",
+    "run.out", "run.device", "run.compile", "run.log_every", "run.keep", "run.ckpt_every_steps", "run.loggers",
     "data.root", "data.store", "data.backend", "eval.batch_size", "eval.every", "eval.views", "eval.protocol",
     "eval.headline", "optim.accum_steps",
 }
