@@ -67,7 +67,7 @@ class ModelConfig:
     patch_size: int | None = None  # None: the arch's own
     drop_path: float = 0.1
     head_dropout: float = 0.5
-    pretrained: str | None = None  # ViT weights: timm:NAME.TAG, hf:OWNER/REPO[/FILE] or a local file
+    pretrained: str | None = None  # ViT weights: timm:NAME.TAG, hf:OWNER/REPO[/FILE], synth:vit-pico or a local file
     attn: str = "sdpa"  # sdpa | manual
     checkpoint_activations: bool = False
     # init std of the position and time embeddings (timm: 0.02 and none); larger values help
@@ -381,6 +381,8 @@ def build_config(
         explicit.add(apply_override(cfg, text))
     if "optim.accum_steps" in explicit and "optim.global_batch" not in explicit:
         cfg.optim.global_batch = 0  # the accumulation the user asked for, not the automatic one
+    if cfg.model.pretrained in ("", "none"):  # `--pretrained none`: from scratch, whatever the preset says
+        cfg.model.pretrained = None
     if cfg.model.pretrained:
         for key in FROM_SCRATCH_INIT:
             if key not in explicit:

@@ -21,6 +21,7 @@ import sefar_fast.train.loop as loop
 from sefar_fast import kernels
 from sefar_fast.checkpoint import read_metadata
 from sefar_fast.config import build_config
+from sefar_fast.models import build_model
 from sefar_fast.models.timesformer import ElementAttention
 from sefar_fast.train.ema import EmaTeacher
 from sefar_fast.train.step import TrainStep
@@ -218,3 +219,22 @@ def test_student_and_teacher_attend_in_time_through_the_kernel_dispatcher(record
     for model in (state.model, state.teacher.module):
         installed = {m.kernel for m in model.modules() if isinstance(m, ElementAttention)}
         assert installed == {kernels.element_attention}
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_run_seed_initialises_the_model(seed, synth_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    flags = {"model.arch": "vit-test", "run.device": "cpu", "run.seed": seed, "run.out": str(tmp_path / "run")}
+    cfg = build_config("synth", None, flags, ["model.pretrained=none", "data.synth_clips_per_class=4"])
+    trainer = loop.Trainer(cfg)
+    try:
+        trainer.setup()
+        initial = trainer.state.model.state_dict()
+    finally:
+        trainer.close()
+    for init_seed in (0, 3):
+        expected = build_model("vit-test", 20, cfg.method.elements, seed=init_seed, img_size=cfg.data.crop,
+                               drop_path=cfg.model.drop_path, head_dropout=cfg.model.head_dropout,
+                               pos_embed_std=cfg.model.pos_embed_std, time_embed_std=cfg.model.time_embed_std)
+        same = all(torch.equal(initial[k], v) for k, v in expected.state_dict().items())
+        assert same == (init_seed == seed), init_seed

@@ -289,8 +289,8 @@ class Trainer:
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
         check_data(cfg, self.data, self.report.warn, strict=self.strict, record=str(self.run_dir / "split.json"))
         torch.manual_seed(cfg.run.seed)
-        model = model_from_config(cfg, self.data.num_classes, temporal_kernel=kernels.element_attention)
-        model = model.to(self.device)
+        model = model_from_config(cfg, self.data.num_classes, seed=cfg.run.seed,
+                                  temporal_kernel=kernels.element_attention).to(self.device)
         if cfg.model.pretrained and not self.resuming:
             self.report.say(f"pretrained: {load_pretrained(model, cfg.model.pretrained).summary()}")
         if cfg.model.checkpoint_activations:
