@@ -32,7 +32,7 @@ ALLOWED = {
     "config": {"ground", "ops", "models"},
     "checkpoint": {"ground"},
     "kernels": {"ops", "errors"},
-    "data": {"ground", "config"},
+    "data": {"ground", "ops", "config"},
     "train": {"ground", "ops", "config", "models", "kernels", "data", "checkpoint", "eval"},
     "eval": {"ground", "ops", "config", "models", "kernels", "data", "checkpoint"},
     "bench": {"ground", "ops", "config", "models", "kernels", "data", "checkpoint", "train", "eval"},

@@ -174,9 +174,40 @@ def test_mod_reverses_only_fine_elements_and_keeps_frames_intact():
     assert not torch.equal(out[:, :4], ref[:, :4])
 
 
-@pytest.mark.parametrize("elements", [[2, 2, 4], [2, 4], [2, 2, 2, 4], [2, 2, 6], [2, 2, 8], [3, 5]])
-@pytest.mark.parametrize("perturb", PERTURBS)
-def test_every_perturbation_stays_inside_its_elements(elements, perturb):
+COMBOS = [[2, 2, 4], [2, 4], [2, 2, 2, 4], [2, 2, 6], [2, 2, 8], [3, 5], [8]]
+# The slots of each combo's clip layout, by hand (grouped by element, context last): the clip's time order.
+LAYOUT_SLOTS = {(2, 2, 4): [3, 7, 1, 5, 0, 2, 4, 6], (2, 4): [1, 4, 0, 2, 3, 5],
+                (2, 2, 2, 4): [4, 9, 2, 7, 1, 6, 0, 3, 5, 8], (2, 2, 6): [3, 8, 1, 6, 0, 2, 4, 5, 7, 9],
+                (2, 2, 8): [4, 10, 1, 7, 0, 2, 3, 5, 6, 8, 9, 11], (3, 5): [1, 3, 6, 0, 2, 4, 5, 7],
+                (8,): list(range(8))}
+
+
+def check_sequence(op, shown, ident):
+    """Rows `shown` [N, n] (what each of n places shows, in sequence order) against operation `op`."""
+    n = len(ident)
+    if op == "reverse":
+        assert (shown == ident[::-1]).all()
+    elif op == "t-half":
+        assert (shown == np.r_[ident[n // 2 :], ident[: n // 2]]).all()
+    elif op in ("shuffle", "local-shuffle"):
+        assert (np.sort(shown, axis=1) == ident).all()  # permutations
+        if op == "local-shuffle":
+            assert (np.abs(shown - ident) <= 1).all() and (shown != ident).any(axis=1).all()
+        else:  # uniform over all n! orders: small sequences show every one of them
+            distinct = {tuple(r) for r in shown}
+            assert len(distinct) == math.factorial(n) if n <= 4 else len(distinct) > 100
+    else:  # warp and t-drop: monotone resamplings with repeats, never the identity
+        assert (np.diff(shown, axis=1) >= 0).all()
+        assert (shown != ident).any(axis=1).all()
+        if op == "t-drop":
+            assert (shown[:, 0] == 0).all()
+            # each place shows itself or what the place before it shows
+            assert ((shown[:, 1:] == ident[1:]) | (shown[:, 1:] == shown[:, :-1])).all()
+
+
+@pytest.mark.parametrize("elements", COMBOS)
+@pytest.mark.parametrize("perturb", [p for p in PERTURBS if p in ("mod", "none") or p.startswith("element-")])
+def test_element_perturbations_stay_inside_their_elements(elements, perturb):
     rng = np.random.default_rng(4)
     orders = frame_orders(300, elements, perturb, rng)
     starts = np.cumsum([0, *elements[:-1]])
@@ -184,34 +215,49 @@ def test_every_perturbation_stays_inside_its_elements(elements, perturb):
         block = orders[:, start : start + n] - start
         assert block.min() >= 0 and block.max() < n
         ident = np.arange(n)
-        is_context = e == len(elements) - 1
-        if perturb == "none" or (perturb == "mod" and is_context):
+        if perturb == "none" or (perturb == "mod" and e == len(elements) - 1):
             assert (block == ident).all()
-        elif perturb in ("mod", "all-reverse"):
-            assert (block == ident[::-1]).all()
-        elif perturb == "t-half":
-            assert (block == np.r_[ident[n // 2 :], ident[: n // 2]]).all()
-        elif perturb in ("all-shuffle", "local-shuffle"):
-            assert (np.sort(block, axis=1) == ident).all()  # permutations
-            if perturb == "local-shuffle":
-                assert (np.abs(block - ident) <= 1).all() and (block != ident).any(axis=1).all()
-            else:  # uniform over all n! orders: small elements show every one of them
-                distinct = {tuple(r) for r in block}
-                assert len(distinct) == math.factorial(n) if n <= 4 else len(distinct) > 100
-        else:  # warp and t-drop: monotone resamplings with repeats, never the identity
-            assert (np.diff(block, axis=1) >= 0).all()
-            assert (block != ident).any(axis=1).all()
-            if perturb == "t-drop":
-                assert (block[:, 0] == 0).all()
-                # each position shows itself or the frame shown before it
-                assert ((block[:, 1:] == ident[1:]) | (block[:, 1:] == block[:, :-1])).all()
+        else:
+            check_sequence("reverse" if perturb == "mod" else perturb.removeprefix("element-"), block, ident)
+
+
+VIDEO_OPS = {"all-reverse": "reverse", "all-shuffle": "shuffle", "local-shuffle": "local-shuffle", "warp": "warp",
+             "t-drop": "t-drop", "t-half": "t-half"}
+
+
+@pytest.mark.parametrize("elements", COMBOS)
+@pytest.mark.parametrize("perturb", list(VIDEO_OPS))
+def test_video_perturbations_act_on_the_whole_clip_in_time_order(elements, perturb):
+    """Read in time (slot) order, the view shows the operation applied to the clip's K frames."""
+    rng = np.random.default_rng(5)
+    orders = frame_orders(300, elements, perturb, rng)
+    slots = np.array(LAYOUT_SLOTS[tuple(elements)])
+    shown = slots[orders]  # the slot each position shows
+    in_time = np.argsort(slots)
+    check_sequence(VIDEO_OPS[perturb], shown[:, in_time], np.arange(sum(elements)))
+
+
+def test_all_reverse_moves_frames_across_elements_by_hand():
+    # [2, 2, 4]: positions hold slots 3, 7 | 1, 5 | 0, 2, 4, 6. Reversed, slot s shows slot 7 - s, so the
+    # context (slots 0, 2, 4, 6) shows slots 7, 5, 3, 1: the fine elements' frames, latest first.
+    order = frame_orders(1, ELEMENTS, "all-reverse", np.random.default_rng(0))[0]
+    assert order.tolist() == [6, 4, 7, 5, 1, 3, 0, 2]
+    frames = labelled_frames(1, 8)
+    out = build_views(frames, params([[0, 0, 6, 6]], order=torch.from_numpy(order[None]), out_size=6), **RAW)
+    shown = (out[:, :, 0, 0, 0] / 10).round().long()[0]  # frame value 10 * position
+    assert shown.tolist() == order.tolist()
+    # t-half shows slot s + 4 (mod 8): on [2, 2, 4] that keeps every frame in its element (fine elements
+    # reversed, the context's halves swapped)
+    assert frame_orders(1, ELEMENTS, "t-half", np.random.default_rng(0))[0].tolist() == [1, 0, 3, 2, 6, 7, 4, 5]
 
 
 def test_random_perturbations_vary_between_samples():
     rng = np.random.default_rng(5)
-    for perturb in ("all-shuffle", "local-shuffle", "warp", "t-drop"):
+    for perturb in ("all-shuffle", "warp", "t-drop", "element-shuffle", "element-local-shuffle", "element-warp",
+                    "element-t-drop"):
         orders = frame_orders(200, [4, 8], perturb, rng)
         assert len({tuple(r) for r in orders}) > 3, perturb
+    assert len({tuple(r) for r in frame_orders(200, [4, 8], "local-shuffle", rng)}) == 2  # the two offsets
     with pytest.raises(SefarError):
         frame_orders(2, ELEMENTS, "reverse", rng)
 

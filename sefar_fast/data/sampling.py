@@ -1,11 +1,9 @@
 """Which frames of a clip each temporal element sees (pure functions, host side).
 
 SeFAR splits a clip into K = sum(elements) TSN segments ("slots") and gives each
-temporal element a subset of them. The last element is the *context*; the others
-are *fine* elements. Slots are assigned greedily, context first, so that every
-element spans the whole clip: for ``elements=[2, 2, 4]`` the context takes slots
-{0, 2, 4, 6}, fine element 1 takes {1, 5} and fine element 0 takes {3, 7}.
-Each slot then yields one frame: uniformly random inside its segment when
+temporal element a subset of them (`ops.elements.element_slots`: for ``[2, 2, 4]`` the
+context takes slots {0, 2, 4, 6}, fine element 1 takes {1, 5} and fine element 0 takes
+{3, 7}). Each slot then yields one frame: uniformly random inside its segment when
 training, a fixed in-segment position at evaluation.
 
 Short clips (fewer than K frames) follow the released code's fallbacks, with one
@@ -25,76 +23,17 @@ each element, which is the clip layout every other module expects.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
 from sefar_fast.errors import SefarError
-
-
-def _check_elements(elements: Sequence[int]) -> tuple[int, ...]:
-    try:
-        elems = tuple(int(n) for n in elements)
-    except (TypeError, ValueError):
-        raise SefarError(f"elements={elements!r} must be a list of positive integers, e.g. [2, 2, 4]") from None
-    if not elems or any(n < 1 or n != e for n, e in zip(elems, elements)):
-        raise SefarError(f"elements={list(elements)!r} must be a non-empty list of positive integers, e.g. [2, 2, 4]")
-    return elems
-
-
-@lru_cache(maxsize=256)
-def _greedy_slots(elements: tuple[int, ...], num_slots: int) -> tuple[tuple[int, ...] | None, ...]:
-    """The deterministic part of the assignment; None marks an element that needs the fallback."""
-    used = [False] * num_slots
-    found: list[tuple[int, ...] | None] = [None] * len(elements)
-    for e in reversed(range(len(elements))):  # context (last) first, as the released code
-        n = elements[e]
-        interval = num_slots / n
-        taken: list[int] = []
-        for j in range(num_slots):
-            if len(taken) == n:
-                break
-            if not used[j] and j >= len(taken) * interval:
-                taken.append(j)
-        if len(taken) == n:
-            for j in taken:
-                used[j] = True
-            found[e] = tuple(taken)
-    return tuple(found)
-
-
-def _fallback_slots(n: int, num_slots: int, rng: np.random.Generator | None) -> list[int]:
-    """One slot per 1/n of the slots: random inside it (training) or its centre (eval)."""
-    slots = []
-    for i in range(n):
-        lo = (i * num_slots) // n
-        hi = max(((i + 1) * num_slots) // n - 1, lo)
-        slots.append(int(rng.integers(lo, hi + 1)) if rng is not None else lo + (hi - lo + 1) // 2)
-    return slots
-
-
-def element_slots(
-    elements: Sequence[int], num_slots: int | None = None, rng: np.random.Generator | None = None
-) -> list[list[int]]:
-    """Slots of each element, in config order, ascending inside each element.
-
-    num_slots defaults to K = sum(elements). With fewer slots than K some elements
-    cannot get distinct free slots; they take one slot per 1/n of the slots instead
-    (random with `rng`, the middle slot without). ``element_slots([2, 2, 4])`` is
-    ``[[3, 7], [1, 5], [0, 2, 4, 6]]``.
-    """
-    elems = _check_elements(elements)
-    num_slots = sum(elems) if num_slots is None else int(num_slots)
-    if num_slots < 1:
-        raise SefarError(f"num_slots={num_slots} must be at least 1")
-    greedy = _greedy_slots(elems, num_slots)
-    return [list(g) if g is not None else _fallback_slots(n, num_slots, rng) for g, n in zip(greedy, elems)]
+from sefar_fast.ops.elements import check_elements, element_slots
 
 
 def num_slots_for(num_frames: int, elements: Sequence[int]) -> int:
     """How many segments a clip of `num_frames` frames is cut into (see the module docstring)."""
-    elems = _check_elements(elements)
+    elems = check_elements(elements)
     if num_frames < 1:
         raise SefarError(f"a clip has {num_frames} frames; every clip needs at least 1 (re-run `sefar prepare`)")
     k = sum(elems)

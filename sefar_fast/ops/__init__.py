@@ -1,5 +1,6 @@
 """The method's pure mathematics, shared by the trainer, the evaluators and the kernels.
 
+    elements    the dual-level temporal elements: which segments each takes, their time order
     views       view parameters (crops, flips, frame orders, channel dropout) and the torch view builder
     regulation  Adaptive Regulation: pseudo-labels and loss weights from U teacher predictions
     mixing      tube masks, partners and mixed targets

@@ -21,26 +21,34 @@ source at ``y0 + (i + 0.5) * h / S - 0.5``, clamped to [0, H0 - 1] (border
 replication), interpolating between floor and floor + 1. No antialiasing, like the
 released code's bilinear resize.
 
-Perturbations (strong view frame orders; each acts inside element boundaries, so
-the clip layout "grouped by element" is kept; n = the element's frame count):
+Perturbations (strong view frame orders). The paper's perturbations from earlier work act on
+the video: on its K sampled frames f_1 .. f_K in time order (the slots of
+`ops.elements.time_order`, interleaved across the elements), and the elements are then
+read from the perturbed video, so frames move between elements. Only the paper's own
+moderate perturbation acts inside the elements. On a sequence of n frames:
 
-    mod            reverse time inside every fine element; the context keeps its order
-    none           identity
-    all-reverse    reverse time inside every element
-    all-shuffle    a uniformly random permutation inside every element (may be the identity)
-    local-shuffle  per element, a random offset o in {0, 1} (o = 0 when n = 2); swap every
-                   adjacent pair (o + 2m, o + 2m + 1) inside the element: each frame moves
-                   by at most one place and the order always changes when n >= 2
-    warp           temporal warping (SVFormer-style): positions take sorted(n draws with
-                   replacement from 0..n-1), redrawn while that is the identity: a monotone
-                   resampling where some frames repeat (slowed) and others are skipped (sped up)
+    reverse        time reversed
+    shuffle        a uniformly random permutation (may be the identity)
+    local-shuffle  a random offset o in {0, 1} (o = 0 when n = 2); swap every adjacent pair
+                   (o + 2m, o + 2m + 1): each frame moves by at most one place and the order
+                   always changes when n >= 2
+    warp           temporal warping (SVFormer): positions take sorted(n draws with replacement
+                   from 0..n-1), redrawn while that is the identity: a monotone resampling where
+                   some frames repeat (slowed) and others are skipped (sped up)
     t-drop         slow: every frame after the first is dropped with probability 1/2 and
-                   replaced by the last kept frame; if none was dropped, one random frame
-                   after the first is. Monotone, always changes the element when n >= 2
+                   replaced by the last kept frame; if none was dropped, one random frame after
+                   the first is. Monotone, always changes the sequence when n >= 2
     t-half         swap the halves: positions take [n//2, ..., n-1, 0, ..., n//2 - 1]
 
-warp and t-drop are resamplings (repeats, no longer permutations); the others are
-within-element permutations.
+    mod            reverse inside every fine element; the context keeps its order (SeFAR)
+    none           identity (spatial augmentation only)
+    all-reverse, all-shuffle, local-shuffle, warp, t-drop, t-half
+                   that operation on the whole video (the paper's Table 4 rows)
+    element-reverse, element-shuffle, element-local-shuffle, element-warp, element-t-drop,
+    element-t-half that operation inside every element, the context included (the layout
+                   "grouped by element" keeps every frame in its element)
+
+warp and t-drop are resamplings (repeats, no longer permutations); the others permute.
 """
 
 from __future__ import annotations
@@ -52,8 +60,12 @@ import numpy as np
 import torch
 
 from sefar_fast.errors import SefarError
+from sefar_fast.ops.elements import time_order
 
-PERTURBS = ("mod", "none", "all-reverse", "all-shuffle", "local-shuffle", "warp", "t-drop", "t-half")
+SEQUENCE_OPS = ("reverse", "shuffle", "local-shuffle", "warp", "t-drop", "t-half")
+VIDEO_PERTURBS = {f"all-{op}" if op in ("reverse", "shuffle") else op: op for op in SEQUENCE_OPS}
+ELEMENT_PERTURBS = {f"element-{op}": op for op in SEQUENCE_OPS}
+PERTURBS = ("mod", "none", *VIDEO_PERTURBS, *ELEMENT_PERTURBS)
 KINDS = ("weak", "strong")
 
 
@@ -115,35 +127,47 @@ def _t_drop(n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def element_order(perturb: str, n: int, is_context: bool, rng: np.random.Generator) -> np.ndarray:
-    """Positions (0..n-1, relative to the element) that perturbation `perturb` shows, in output order."""
-    if perturb == "none" or (perturb == "mod" and is_context):
-        return np.arange(n)
-    if perturb in ("mod", "all-reverse"):
+def sequence_order(op: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions (0..n-1) that operation `op` (one of SEQUENCE_OPS) shows, in output order."""
+    if op == "reverse":
         return np.arange(n)[::-1].copy()
-    if perturb == "all-shuffle":
+    if op == "shuffle":
         return rng.permutation(n)
-    if perturb == "local-shuffle":
+    if op == "local-shuffle":
         return _local_shuffle(n, rng)
-    if perturb == "warp":
+    if op == "warp":
         return _warp(n, rng)
-    if perturb == "t-drop":
+    if op == "t-drop":
         return _t_drop(n, rng)
-    if perturb == "t-half":
+    if op == "t-half":
         return np.roll(np.arange(n), -(n // 2))
-    raise SefarError(f"perturb={perturb!r} is not one of {', '.join(PERTURBS)}")
+    raise ValueError(f"unknown sequence operation {op!r}")
 
 
 def frame_orders(batch: int, elements: Sequence[int], perturb: str, rng: np.random.Generator) -> np.ndarray:
-    """Frame order int64 [B, K] of a strong view: each element permuted/resampled inside its own range."""
+    """Frame order int64 [B, K] of a strong view: output position k shows input position order[b, k].
+
+    Video perturbations reorder the K frames in time order (`time_order`) and put them back in
+    the same layout; element perturbations and mod reorder each element's frames among themselves."""
     if perturb not in PERTURBS:
         raise SefarError(f"perturb={perturb!r} is not one of {', '.join(PERTURBS)}")
+    k = sum(elements)
+    rows = np.tile(np.arange(k), (batch, 1))
+    if perturb in VIDEO_PERTURBS:
+        in_time = time_order(elements)
+        rank = np.argsort(in_time)  # time rank of each position
+        for b in range(batch):
+            rows[b] = in_time[sequence_order(VIDEO_PERTURBS[perturb], k, rng)[rank]]
+        return rows
     ranges = _element_ranges(elements)
-    last = len(ranges) - 1
-    rows = np.empty((batch, sum(elements)), dtype=np.int64)
+    if perturb == "mod":
+        ranges = ranges[:-1]  # the fine elements; the context keeps its order
+    elif perturb == "none":
+        ranges = []
+    op = ELEMENT_PERTURBS.get(perturb, "reverse")
     for b in range(batch):
-        for e, (start, n) in enumerate(ranges):
-            rows[b, start : start + n] = start + element_order(perturb, n, e == last, rng)
+        for start, n in ranges:
+            rows[b, start : start + n] = start + sequence_order(op, n, rng)
     return rows
 
 
