@@ -139,9 +139,10 @@ def train(
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the labeled/unlabeled split."),
     device: Optional[Device] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with config sections."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="ImageNet ViT weights: timm:NAME.TAG or "
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="ViT weights: timm:NAME.TAG or "
                                              "hf:OWNER/REPO[/FILE] (Hugging Face hub, cached; needs sefar-fast[hub]), "
-                                             "or a .pth/.bin/.pth.tar/.npz/.safetensors file."),
+                                             "synth:vit-pico (packaged; the synth preset's default), a "
+                                             ".pth/.bin/.pth.tar/.npz/.safetensors file, or none (from scratch)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default on CUDA)."),
     checkpoint_activations: Optional[bool] = typer.Option(None, "--checkpoint-activations/--no-checkpoint-activations",
                                                           help="Recompute activations in backward to save memory."),
@@ -267,6 +268,41 @@ def config_keys():
 
     for key, kind, default, text in keys():
         sys.stdout.write(f"{key}  ({kind}, default {default!r})\n    {text}\n")
+
+
+# ----------------------------------------------------------------------------- pretrain-synth
+@app.command("pretrain-synth", short_help="Pretrain a ViT backbone for the built-in synth data.",
+             epilog=examples(
+                 "sefar pretrain-synth --out synth-vit-pico.safetensors",
+                 "sefar train --pretrained synth-vit-pico.safetensors   # instead of the packaged one",
+                 then="The packaged synth:vit-pico (the synth preset's default --pretrained) was made by "
+                      "the first command; its metadata holds the command, seed and commit (docs/results.md)."))
+def pretrain_synth_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Backbone file to write (.safetensors, timm ViT layout)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="ViT size (default vit-pico, the synth preset's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the pose clips, the init and the batches."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Frames per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate (linear warm-up, cosine decay)."),
+    clips: Optional[int] = typer.Option(None, "--clips", help="Fresh synth clips to draw frames from (a twentieth "
+                                        "more are held out to measure the point error)."),
+    frames_per_clip: Optional[int] = typer.Option(None, "--frames-per-clip", help="Random frames taken from each "
+                                                  "clip."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes rendering the clips "
+                                          "(default: all cores)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON ('-' for stdout)."),
+):
+    """Pretrain a ViT backbone for the built-in synth data on single frames (the figure's body points, no
+    classes, no time): the synth data's counterpart of ImageNet weights, read by `--pretrained FILE`."""
+    from sefar_fast.train.pretrain import PretrainSettings, pretrain_synth
+
+    given = {"arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "clips": clips,
+             "frames_per_clip": frames_per_clip, "workers": workers or os.cpu_count() or 1}
+    settings = PretrainSettings(**{k: v for k, v in given.items() if v is not None})  # the rest: its defaults
+    summary = pretrain_synth(out, settings, command=" ".join(["sefar", *sys.argv[1:]]))
+    console.print(f"[green]backbone[/] {summary['out']}: held-out point error "
+                  f"{summary['held_out_point_error_px']:.2f} px on {summary['crop']} px crops")
+    write_json(json_out, summary)
 
 
 # ----------------------------------------------------------------------------- data

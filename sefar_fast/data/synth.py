@@ -531,15 +531,22 @@ def _segment_distance(px, py, a, b):
     return np.sqrt(ex * ex + ey * ey)
 
 
-def _draw_figure(frames: np.ndarray, p: SynthParams) -> None:
-    """Composite the figure into planar frames [3, T, H, W] float32 (0..255), far segments first."""
+def figure_points(p: SynthParams) -> np.ndarray:
+    """The figure's 16 points in every frame, [T, 16, 3]: x and y in pixels (continuous: pixel i spans
+    [i, i + 1)) and depth in world units (+ towards the camera), as `render` draws them."""
     pts = pose_in_world(p.joints, p.twist, p.pitch)
-    depth = 0.5 * (pts[:, _SEG_A, 2] + pts[:, _SEG_B, 2]) + _SEG_BIAS  # [T, S], +z is towards the camera
-    order = np.argsort(depth, axis=1, kind="stable")
-    depth = np.take_along_axis(depth, order, axis=1)
     px = p.origin_x + p.facing * p.scale * (pts[..., 0] + p.root[:, None, 0])
     py = p.floor_y - p.scale * (pts[..., 1] + p.root[:, None, 1])
-    xy = np.stack([px, py], -1).astype(np.float32)  # [T, 16, 2]
+    return np.stack([px, py, pts[..., 2]], -1)
+
+
+def _draw_figure(frames: np.ndarray, p: SynthParams) -> None:
+    """Composite the figure into planar frames [3, T, H, W] float32 (0..255), far segments first."""
+    points = figure_points(p)
+    depth = 0.5 * (points[:, _SEG_A, 2] + points[:, _SEG_B, 2]) + _SEG_BIAS  # [T, S], +z is towards the camera
+    order = np.argsort(depth, axis=1, kind="stable")
+    depth = np.take_along_axis(depth, order, axis=1)
+    xy = points[..., :2].astype(np.float32)  # [T, 16, 2]
     a = np.take_along_axis(xy[:, _SEG_A], order[..., None], axis=1)  # [T, S, 2], drawing order
     b = np.take_along_axis(xy[:, _SEG_B], order[..., None], axis=1)
     radius = (_SEG_R * p.scale).astype(np.float32)[order]  # [T, S]
