@@ -1,6 +1,7 @@
 """Models: the TimeSformer backbone, the SeFAR network (elements + fusion head), pretrained loading, sizes,
 and `model_from_config`, the one place a run's config becomes a network."""
 
+from sefar_fast.models.packaged import PACKAGED, check_packaged_arch
 from sefar_fast.models.pretrained import PretrainedReport, load_pretrained
 from sefar_fast.models.sefar_net import (
     FusionHead,
@@ -23,6 +24,7 @@ from sefar_fast.models.weights import resolve_weights
 __all__ = [
     "ARCHS",
     "FUSION_DIM",
+    "PACKAGED",
     "ArchSpec",
     "FusionHead",
     "PretrainedReport",
@@ -34,6 +36,7 @@ __all__ = [
     "load_pretrained",
     "model_from_config",
     "num_patches",
+    "check_packaged_arch",
     "read_vit_state",
     "resolve_weights",
 ]

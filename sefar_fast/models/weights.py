@@ -4,6 +4,8 @@
                           model.safetensors (else pytorch_model.bin), e.g.
                           timm:vit_small_patch16_224.augreg_in21k_ft_in1k
     hf:OWNER/REPO[/FILE]  a file of any hub repo (default: model.safetensors, else pytorch_model.bin)
+    synth:ARCH            a backbone packaged for the built-in synth data (models.packaged),
+                          e.g. synth:vit-pico, the synth preset's default
     PATH                  a local file: .pth, .pt, .pth.tar, .bin, .npz or .safetensors
 
 Hub files are fetched once into huggingface_hub's cache (HF_HOME, HF_HUB_CACHE) and read from
@@ -20,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sefar_fast.errors import SefarError
+from sefar_fast.models.packaged import synth_weights
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".npz", ".safetensors")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what a repo's weights file is called, in order
-SPEC_HELP = "timm:NAME.TAG, hf:OWNER/REPO[/FILE] or a local .pth, .pt, .pth.tar, .bin, .npz or .safetensors file"
+SPEC_HELP = "timm:NAME.TAG, hf:OWNER/REPO[/FILE], synth:vit-pico or a local .pth, .pt, .pth.tar, .bin, .npz or .safetensors file"
 
 
 def local_file(spec: str) -> Path:
@@ -86,7 +89,7 @@ def hub_file(repo: str, names: tuple[str, ...], spec: str) -> Path:
                      f"e.g. hf:{repo}/FILE")
 
 
-SCHEMES: dict[str, Callable[[str, str], Path]] = {"timm": timm_weights, "hf": hf_weights}
+SCHEMES: dict[str, Callable[[str, str], Path]] = {"timm": timm_weights, "hf": hf_weights, "synth": synth_weights}
 
 
 def resolve_weights(spec: str) -> Path:

@@ -20,6 +20,7 @@ from sefar_fast.data.adapters import load_source
 from sefar_fast.data.direct import SOURCE_KINDS, video_spec
 from sefar_fast.data.lists import LIST_SUFFIXES, read_splits
 from sefar_fast.errors import SefarError
+from sefar_fast.models.packaged import check_packaged_arch
 from sefar_fast.models.vit_files import read_vit_state
 from sefar_fast.models.weights import resolve_weights
 
@@ -30,6 +31,7 @@ DROPPED_SHOWN = 5  # unreadable clips named in the warning (split.json lists the
 def preflight(cfg: Config) -> None:
     d, model = cfg.data, cfg.model
     if model.pretrained:  # fetched and read now, not after the data: a wrong file is named before any decoding
+        check_packaged_arch(model.pretrained, model.arch)
         read_vit_state(resolve_weights(model.pretrained))
     if d.root is not None and not Path(d.root).is_dir():
         raise SefarError(f"--root {d.root} is not a folder; give the folder that holds the dataset's videos or frames")
