@@ -126,6 +126,27 @@ def table(rows, out_root: Path, common: list[str]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(rows, out_root: Path, seeds: list[int]) -> str:
+    """Final top-1 % of each (row, seed): the reported model (teacher for semi-supervised rows), and the
+    student in brackets where it is another model."""
+    lines = ["| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for name, _, _ in rows:
+        cells, finals = [], []
+        for seed in seeds:
+            res = out_root / slug(name) / f"seed{seed}" / "result.json"
+            if not res.is_file():
+                cells.append("-")
+                continue
+            last = json.loads(res.read_text())["last"]
+            finals.append(last["val_top1"])
+            student = "" if last.get("val_model") == "student" else f" ({100 * last['val_top1_student']:.1f})"
+            cells.append(f"{100 * last['val_top1']:.1f}{student}")
+        mean = f"{100 * statistics.mean(finals):.1f}" if finals else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -134,6 +155,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/results"))
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores/jobs threads)")
+    ap.add_argument("--per-seed", action="store_true", help="also print each seed's final top-1 per row")
     ap.add_argument("common", nargs="*", help="extra arguments for every run, e.g. epochs=20")
     args = ap.parse_args(argv)
     if args.jobs < 1:
@@ -151,6 +173,8 @@ def main(argv=None) -> None:
     if not args.table_only:
         run_rows(rows, args.seeds, args.out, args.common, args.jobs)
     sys.stdout.write(table(rows, args.out, args.common) + "\n")
+    if args.per_seed:
+        sys.stdout.write("\n" + per_seed_table(rows, args.out, args.seeds) + "\n")
 
 
 if __name__ == "__main__":

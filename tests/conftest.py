@@ -21,7 +21,8 @@ def tiny_run(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("tiny-run")
     store = ensure_synth(base / "cache", seed=0, clips_per_class=4, workers=1)  # 80 clips: a pool costs more
-    flags = {"run.out": str(base / "run"), "model.arch": "vit-test", "optim.epochs": 2, "run.device": "cpu"}
+    flags = {"run.out": str(base / "run"), "model.arch": "vit-test", "model.pretrained": "none", "optim.epochs": 2,
+             "run.device": "cpu"}
     overrides = ["method.warmup_epochs=1", "eval.views=2x2", "data.frame_size=[32,40]", "data.crop=32",
                  "data.scale_range=[32,38]"]
     cfg = build_config("synth", None, flags, overrides)

@@ -23,7 +23,8 @@ from sefar_fast.checkpoint import load_weights
 OVERRIDES = ["data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
              "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
              "method.mc_samples=2", "run.log_every=1"]
-FLAGS = {"model.arch": "vit-test", "optim.batch_size": 2, "optim.epochs": 2, "run.device": "cpu"}
+FLAGS = {"model.arch": "vit-test", "model.pretrained": "none", "optim.batch_size": 2, "optim.epochs": 2,
+         "run.device": "cpu"}
 
 # Each rank trains, then saves the weights it holds (only rank 0 writes the run folder).
 WORKER = textwrap.dedent("""

@@ -17,7 +17,7 @@ from sefar_fast.train.update import Update, make_optimizer
 
 TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "1", "--device", "cpu", "--method", "supervised",
         "data.synth_clips_per_class=4", "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32",
-        "data.scale_range=[32,36]", "run.log_every=1"]
+        "data.scale_range=[32,36]", "run.log_every=1", "model.pretrained=none"]
 
 
 def _net(seed: int) -> nn.Module:

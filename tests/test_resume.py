@@ -18,7 +18,7 @@ from cli_runner import kill_when_hung, run_cli
 
 from sefar_fast.checkpoint import load_state, load_weights, read_metadata
 
-TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "--keep", "1",
+TINY = ["--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2", "--device", "cpu", "--keep", "1",
         "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
         "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
         "method.mc_samples=2", "run.log_every=1"]

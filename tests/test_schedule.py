@@ -61,7 +61,7 @@ def test_training_applies_the_lr_warmup_per_step(synth_cache, tmp_path, monkeypa
                          "--device", "cpu", "--label-rate", "0.5", "--out", out, "data.synth_clips_per_class=4",
                          "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "eval.views=1x1",
                          "run.log_every=1", "optim.lr=0.032", "optim.lr_warmup_epochs=1",
-                         "optim.milestones=[]", "optim.lr_factors=[]"], monkeypatch, capsys)
+                         "optim.milestones=[]", "optim.lr_factors=[]", "model.pretrained=none"], monkeypatch, capsys)
     assert code == 0, err
     steps = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
     first = [r["lr"] for r in steps if r["epoch"] == 1]

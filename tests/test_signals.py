@@ -44,7 +44,7 @@ def test_sigterm_checkpoints_and_exits_143(synth_cache, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--arch", "vit-test", "-b", "4", "--epochs", "1", "--device", "cpu", "--method", "supervised",
             "data.synth_clips_per_class=4", "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]",
-            "eval.views=1x1", "--out", str(run)]
+            "eval.views=1x1", "model.pretrained=none", "--out", str(run)]
     env = {**os.environ, "SEFAR_CACHE": str(synth_cache), "OMP_NUM_THREADS": "1", "SEFAR_TEST_SIGNAL_AT_STEP": "2:TERM"}
     proc = subprocess.run([sys.executable, "-m", "sefar_fast", *args], env=env, capture_output=True, text=True,
                           timeout=300)

@@ -95,8 +95,8 @@ def recorded(tmp_path_factory, synth_cache):
     mp.setattr(loop, "ClipLoader", RecordingLoader)
     mp.setattr(loop, "evaluate_model", scripted_eval)
     run = tmp_path_factory.mktemp("wiring") / "run"
-    flags = {"run.out": str(run), "model.arch": "vit-test", "optim.epochs": EPOCHS, "optim.batch_size": BATCH,
-             "run.device": "cpu", "data.label_rate": 0.1}
+    flags = {"run.out": str(run), "model.arch": "vit-test", "model.pretrained": "none", "optim.epochs": EPOCHS,
+             "optim.batch_size": BATCH, "run.device": "cpu", "data.label_rate": 0.1}
     overrides = [f"method.warmup_epochs={WARMUP}", f"optim.accum_steps={ACCUM}", f"method.unlabeled_ratio={RATIO}",
                  f"optim.lr={LR}", f"optim.ref_batch={REF_BATCH}", f"method.ema_decay={EMA}",
                  f"optim.milestones={MILESTONES}", f"optim.lr_factors={FACTORS}", "optim.name=sgd",
@@ -208,7 +208,7 @@ def test_accumulation_reaches_the_global_batch_nearest(batch, target, accum, syn
 
 def test_the_callers_config_is_left_as_it_was(recorded, synth_cache, monkeypatch):
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
-    cfg = build_config("synth", None, {"model.arch": "vit-test", "run.device": "cpu"}, [])
+    cfg = build_config("synth", None, {"model.arch": "vit-test", "model.pretrained": "none", "run.device": "cpu"}, [])
     before = cfg.to_dict()
     trainer = loop.Trainer(cfg, resume=False)
     assert cfg.to_dict() == before and trainer.cfg.run.out is not None and cfg.run.out is None
@@ -238,3 +238,22 @@ def test_the_run_seed_initialises_the_model(seed, synth_cache, monkeypatch, tmp_
                                pos_embed_std=cfg.model.pos_embed_std, time_embed_std=cfg.model.time_embed_std)
         same = all(torch.equal(initial[k], v) for k, v in expected.state_dict().items())
         assert same == (init_seed == seed), init_seed
+
+
+def test_the_synth_preset_starts_from_the_packaged_backbone(synth_cache, monkeypatch, tmp_path):
+    from safetensors.torch import load_file
+
+    from sefar_fast.models import packaged_weights
+
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    cfg = build_config("synth", None, {"run.device": "cpu", "run.out": str(tmp_path / "run")},
+                       ["data.synth_clips_per_class=4"])
+    trainer = loop.Trainer(cfg)
+    try:
+        trainer.setup()
+        backbone = trainer.state.model.backbone.state_dict()
+    finally:
+        trainer.close()
+    vit = load_file(str(packaged_weights("synth:vit-pico", "vit-pico")))
+    assert vit and all(torch.equal(backbone[k], v) for k, v in vit.items())
+    assert torch.equal(backbone["blocks.3.temporal_attn.proj.weight"], vit["blocks.3.attn.proj.weight"])
