@@ -15,7 +15,7 @@ from sefar_fast.config import build_config
 from sefar_fast.data.synth import SYNTH_VERSION, figure_points, render, synth_params
 from sefar_fast.data.synth_poses import pose_frames
 from sefar_fast.errors import SefarError
-from sefar_fast.models import build_model, load_pretrained, packaged_weights
+from sefar_fast.models import build_model, check_packaged_arch, load_pretrained, resolve_weights
 from sefar_fast.train.checks import preflight
 from sefar_fast.train.pretrain import DEPTH_SCALE, PoseNet, PretrainSettings, pretrain_synth, targets
 
@@ -121,17 +121,21 @@ def test_pretrain_synth_writes_the_backbone_with_its_provenance(tmp_path):
 
 
 def test_packaged_names_resolve_to_files_and_other_names_pass_through(tmp_path):
-    path = packaged_weights("synth:vit-pico", "vit-pico")
+    path = resolve_weights("synth:vit-pico")
     assert path.is_file() and path.suffix == ".safetensors" and path.stat().st_size <= 2 * 2**20
-    assert packaged_weights(str(tmp_path / "vit.npz"), "vit-s") == tmp_path / "vit.npz"
+    local = tmp_path / "vit.npz"
+    local.write_bytes(b"")
+    assert resolve_weights(str(local)) == local
     with pytest.raises(SefarError, match="no such packaged backbone; packaged: synth:vit-pico"):
-        packaged_weights("synth:vit-s", "vit-s")
+        resolve_weights("synth:vit-s")
+    check_packaged_arch("synth:vit-pico", "vit-pico")
+    check_packaged_arch(str(local), "vit-s")
     with pytest.raises(SefarError, match="is a vit-pico backbone but the model is vit-test"):
-        packaged_weights("synth:vit-pico", "vit-test")
+        check_packaged_arch("synth:vit-pico", "vit-test")
 
 
 def test_the_packaged_backbone_states_how_it_was_made():
-    with safe_open(str(packaged_weights("synth:vit-pico", "vit-pico")), "pt") as f:
+    with safe_open(str(resolve_weights("synth:vit-pico")), "pt") as f:
         meta = json.loads(f.metadata()["sefar_pretrain"])
         names = set(f.keys())
     assert meta["command"].startswith("sefar pretrain-synth") and meta["arch"] == "vit-pico"

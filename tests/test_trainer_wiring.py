@@ -243,7 +243,7 @@ def test_the_run_seed_initialises_the_model(seed, synth_cache, monkeypatch, tmp_
 def test_the_synth_preset_starts_from_the_packaged_backbone(synth_cache, monkeypatch, tmp_path):
     from safetensors.torch import load_file
 
-    from sefar_fast.models import packaged_weights
+    from sefar_fast.models import resolve_weights
 
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
     cfg = build_config("synth", None, {"run.device": "cpu", "run.out": str(tmp_path / "run")},
@@ -254,6 +254,6 @@ def test_the_synth_preset_starts_from_the_packaged_backbone(synth_cache, monkeyp
         backbone = trainer.state.model.backbone.state_dict()
     finally:
         trainer.close()
-    vit = load_file(str(packaged_weights("synth:vit-pico", "vit-pico")))
+    vit = load_file(str(resolve_weights("synth:vit-pico")))
     assert vit and all(torch.equal(backbone[k], v) for k, v in vit.items())
     assert torch.equal(backbone["blocks.3.temporal_attn.proj.weight"], vit["blocks.3.attn.proj.weight"])

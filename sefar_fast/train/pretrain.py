@@ -54,11 +54,11 @@ def is_temporal(name: str) -> bool:
 class PretrainSettings:
     arch: str = "vit-pico"
     seed: int = 0
-    steps: int = 3000
+    steps: int = 8000
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
-    clips: int = 4000  # pose clips to draw frames from; a twentieth more are held out to measure
+    clips: int = 6000  # pose clips to draw frames from; a twentieth more are held out to measure
     frames_per_clip: int = 8
     workers: int = 1  # processes rendering the pose clips (the frames do not depend on it)
 
