@@ -354,9 +354,10 @@ def build_config(
 ) -> Config:
     """Layer defaults, preset, file, flags and overrides; validate; return the Config.
 
-    With `model.pretrained`, the from-scratch init options (FROM_SCRATCH_INIT) go back to timm's
-    init unless the config file, a flag or an override sets them: a preset's values for training
-    from scratch would move the loaded ViT's features."""
+    With `model.pretrained` given by the user, the from-scratch init options (FROM_SCRATCH_INIT) go
+    back to timm's init unless the config file, a flag or an override sets them too: a preset's values
+    for training from scratch would move the loaded ViT's features. A preset that names its own
+    weights (synth: the packaged backbone) keeps its values, chosen for those weights."""
     cfg = Config()
     cfg.data.name = data
     explicit: set[str] = set()  # dotted keys set by the user (file, flags, overrides), not by a preset
@@ -383,7 +384,7 @@ def build_config(
         cfg.optim.global_batch = 0  # the accumulation the user asked for, not the automatic one
     if cfg.model.pretrained in ("", "none"):  # `--pretrained none`: from scratch, whatever the preset says
         cfg.model.pretrained = None
-    if cfg.model.pretrained:
+    if cfg.model.pretrained and "model.pretrained" in explicit:
         for key in FROM_SCRATCH_INIT:
             if key not in explicit:
                 set_value(cfg, key, getattr(ModelConfig(), key.split(".")[1]))

@@ -340,8 +340,11 @@ def test_without_huggingface_hub_the_extra_is_named(monkeypatch):
 
 
 def test_from_scratch_init_options_are_off_with_pretrained_unless_set():
-    synth = build_config("synth")
-    assert (synth.model.pos_embed_std, synth.model.time_embed_std) == (0.5, 0.5)  # the preset's, from scratch
+    synth = build_config("synth")  # the preset's own backbone, with the init the preset chose for it
+    assert synth.model.pretrained == "synth:vit-pico"
+    assert (synth.model.pos_embed_std, synth.model.time_embed_std) == (0.5, 0.5)
+    scratch = build_config("synth", None, {"model.pretrained": "none"})
+    assert scratch.model.pretrained is None and (scratch.model.pos_embed_std, scratch.model.time_embed_std) == (0.5, 0.5)
     loaded = build_config("synth", None, {"model.pretrained": "vit.pth"})
     assert (loaded.model.pos_embed_std, loaded.model.time_embed_std) == (0.02, 0.0)  # timm's init
     kept = build_config("synth", None, {"model.pretrained": "vit.pth"}, ["model.time_embed_std=0.5"])
