@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-BASE = ["--epochs", "4", "method.warmup_epochs=2", "eval.every=4", "--seed", "0"]
+BASE = ["--epochs", "4", "method.warmup_epochs=2", "eval.every=4", "run.log_every=1", "--seed", "0"]
 VARIANTS = {  # name -> environment changes
     "reference": {"OMP_NUM_THREADS": "1"},
     "again": {"OMP_NUM_THREADS": "1"},

@@ -45,7 +45,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Built-in data and dataset inspection.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
-config_app = typer.Typer(help="Show the resolved config of a command line, or every config key.",
+config_app = typer.Typer(help="Show the resolved config, or every config key.",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(config_app, name="config")
 
@@ -274,7 +274,7 @@ def config_keys():
 @app.command("pretrain-synth", short_help="Pretrain a ViT backbone for the built-in synth data.",
              epilog=examples(
                  "sefar pretrain-synth --out synth-vit-pico.safetensors",
-                 "sefar train --pretrained synth-vit-pico.safetensors   # instead of the packaged one",
+                 "sefar train --pretrained synth-vit-pico.safetensors  # not the packaged",
                  then="The packaged synth:vit-pico (the synth preset's default --pretrained) was made by "
                       "the first command; its metadata holds the command, seed and commit (docs/results.md)."))
 def pretrain_synth_cmd(
