@@ -39,10 +39,10 @@ def test_the_rate_leaves_out_the_steps_done_before_the_bar(monkeypatch):
 def test_sefar_train_in_a_log_prints_lines_not_bars(synth_cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
     monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 1e9)  # only the end line of each bar
-    code, out, err = run_cli_output(["train", "--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu",
-                         "--out", tmp_path / "run", "method.warmup_epochs=1", "data.synth_clips_per_class=4",
-                         "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]",
-                         "method.mc_samples=2"], monkeypatch, capsys)
+    args = ["train", "--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2", "--device", "cpu",
+            "--out", tmp_path / "run", "method.warmup_epochs=1", "data.synth_clips_per_class=4", "eval.views=1x1",
+            "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.mc_samples=2"]
+    code, out, err = run_cli_output(args, monkeypatch, capsys)
     assert code == 0, err
     assert not re.search(r"━.*\d+/\d+ +\d+%", out) and "…" not in out  # no bar drawn into the log, nothing cut
     assert re.search(r"^epoch 1/2 sup: 5/5 .* it/s  elapsed \d:\d\d:\d\d  loss ", out, re.M), out

@@ -16,6 +16,7 @@ from sefar_fast.models.sizes import count_flops
 from sefar_fast.train.dry_run import saved_activation_bytes
 
 ARGS = ["--arch", "vit-test", "-b", "4", "--epochs", "3", "--device", "cpu", "data.synth_clips_per_class=4",
+        "model.pretrained=none",
         "method.warmup_epochs=1", "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]"]
 
 

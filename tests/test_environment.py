@@ -24,8 +24,8 @@ from sefar_fast.checkpoint import load_weights
 from sefar_fast.errors import SefarError
 from sefar_fast.io import atomic_write_text
 
-TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "--keep", "1",
-        "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
+TINY = ["--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2", "--device", "cpu",
+        "--keep", "1", "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
         "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
         "method.mc_samples=2", "run.log_every=1", "--ckpt-every-steps", "2"]
 

@@ -103,7 +103,7 @@ def make_checkpoints_and_stores(root: Path) -> None:
     from sefar_fast.data.prepare import prepare
     from sefar_fast.models import model_from_config
 
-    cfg = build_config("synth", None, {"model.arch": "vit-test", "run.device": "cpu"},
+    cfg = build_config("synth", None, {"model.arch": "vit-test", "model.pretrained": "none", "run.device": "cpu"},
                        ["data.synth_clips_per_class=4", "data.frame_size=[32,32]", "data.crop=32",
                         "data.scale_range=[32,36]", "eval.views=1x1"])
     torch.manual_seed(0)

@@ -101,8 +101,9 @@ def test_each_phase_compiles_once_with_static_shapes(synth_cache, tmp_path, monk
     monkeypatch.setattr(loop.Trainer, "train_epoch", recording_epoch)
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
     torch._dynamo.reset()
-    code, err = run_cli(["train", "--arch", "vit-test", "-b", "4", "--epochs", "3", "--device", "cpu", "--compile",
-                         "--out", tmp_path / "run", "method.warmup_epochs=1", "data.synth_clips_per_class=4",
+    code, err = run_cli(["train", "--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "3",
+                         "--device", "cpu", "--compile", "--out", tmp_path / "run", "method.warmup_epochs=1",
+                         "data.synth_clips_per_class=4",
                          "eval.views=1x1", "eval.every=1", "data.frame_size=[32,32]", "data.crop=32",
                          "data.scale_range=[32,36]", "method.mc_samples=2", "method.elements=[4]"], monkeypatch, capsys)
     torch._dynamo.reset()

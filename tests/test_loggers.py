@@ -12,9 +12,10 @@ import pytest
 import torch
 from cli_runner import kill_when_hung, run_cli
 
-TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "data.synth_clips_per_class=4",
-        "method.warmup_epochs=1", "eval.views=1x1", "eval.every=1", "data.frame_size=[32,32]", "data.crop=32",
-        "data.scale_range=[32,36]", "method.unlabeled_ratio=1", "method.mc_samples=2", "run.log_every=2"]
+TINY = ["--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2", "--device", "cpu",
+        "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=1",
+        "data.frame_size=[32,32]", "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1",
+        "method.mc_samples=2", "run.log_every=2"]
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from cli_runner import run_cli
 
 from sefar_fast.lock import FolderLock
 
-TINY = ["--arch", "vit-test", "-b", "4", "--epochs", "2", "--device", "cpu", "data.synth_clips_per_class=4",
-        "method.warmup_epochs=1", "eval.views=1x1", "data.frame_size=[32,32]", "data.crop=32",
-        "data.scale_range=[32,36]", "method.unlabeled_ratio=1", "method.mc_samples=2"]
+TINY = ["--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2", "--device", "cpu",
+        "data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "data.frame_size=[32,32]",
+        "data.crop=32", "data.scale_range=[32,36]", "method.unlabeled_ratio=1", "method.mc_samples=2"]
 
 
 def spawn_held(args: list, cwd: Path, cache: Path) -> subprocess.Popen:
