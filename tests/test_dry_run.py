@@ -40,7 +40,7 @@ def test_dry_run_counts_what_the_run_would_use_and_writes_nothing(synth_cache, t
     assert summary["params"] == sum(p.numel() for p in model.parameters())
     assert summary["forward_gflop_per_clip"] * 1e9 == count_flops("vit-test", 32, cfg.method.elements,
                                                                    num_classes=data.num_classes)
-    rows = 4 + 4 * 3 * 2  # labeled, strong and mixed rows of a semi-supervised micro-step
+    rows = 4 + 4 * cfg.method.unlabeled_ratio * 2  # labeled, strong and mixed rows of a semi-supervised micro-step
     assert summary["student_rows_per_micro_step"] == rows
     assert summary["memory_peak_estimate_gib"] > summary["memory_activations_gib"] > 0
 

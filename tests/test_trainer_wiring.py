@@ -198,8 +198,8 @@ def test_a_teacher_headline_is_the_teachers_top1_once_it_exists(recorded, monkey
 @pytest.mark.parametrize("batch, target, accum", [(8, 64, 8), (3, 64, 21), (6, 64, 11), (24, 64, 3), (100, 64, 1)])
 def test_accumulation_reaches_the_global_batch_nearest(batch, target, accum, synth_cache, monkeypatch):
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
-    cfg = build_config("synth", None, {"model.arch": "vit-test", "run.device": "cpu", "optim.batch_size": batch},
-                       [f"optim.global_batch={target}", f"optim.lr={LR}"])
+    cfg = build_config("synth", None, {"model.arch": "vit-test", "model.pretrained": "none", "run.device": "cpu",
+                                       "optim.batch_size": batch}, [f"optim.global_batch={target}", f"optim.lr={LR}"])
     trainer = loop.Trainer(cfg, resume=False)
     assert trainer.cfg.optim.accum_steps == accum and trainer.global_batch == batch * accum
     assert min(abs(batch * a - target) for a in range(1, 100)) == abs(batch * accum - target)

@@ -35,8 +35,8 @@ HELP = {
     "model.time_embed_std": "init std of the time embeddings (0: zero, as for ImageNet weights; synth: 0.5)",
     "method.name": "sefar, supervised, or fixmatch (the paper's baseline)",
     "method.elements": "frames of each temporal element, the context element last, e.g. [2, 2, 4]",
-    "method.perturb": "strong view's temporal perturbation: mod (reverse inside fine elements), "
-                      "whole-clip (all-reverse, t-half, ...) or element-*",
+    "method.perturb": "strong view's temporal perturbation: mod (reverse inside fine elements), whole-clip "
+                      "or element-*",
     "method.regulation": "pseudo-label weights: adaptive (Ada-Reg), threshold, or none",
     "method.threshold": "confidence threshold of regulation=threshold",
     "method.teacher_mc": "teacher MC samples: head (dropout masks on one feature) or full (U forwards)",
