@@ -57,7 +57,6 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import socket
@@ -70,7 +69,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from sefar_fast.data.store import ClipData, ClipStore
-from sefar_fast.data.workers import quiet_worker
+from sefar_fast.data.workers import ordered_map
 from sefar_fast.errors import SefarError
 from sefar_fast.io import cache_root, write_elsewhere
 
@@ -657,16 +656,7 @@ def synth_clips(seed: int = 0, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS, s
     """All clips of the set, in a fixed order (the same for any `workers`). Settings are checked now,
     clips are rendered as the iterator is consumed."""
     jobs = _jobs(seed, clips_per_class, size, val_fraction)
-    return _rendered(jobs, workers)
-
-
-def _rendered(jobs: list[tuple], workers: int) -> Iterator[ClipData]:
-    if workers <= 1 or len(jobs) < 64:
-        yield from map(_render_job, jobs)
-        return
-    # spawn, not fork: the caller may hold threads (torch, DALI) that a forked child would inherit locked
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=quiet_worker) as pool:
-        yield from pool.imap(_render_job, jobs, chunksize=16)
+    return ordered_map(_render_job, jobs, workers)
 
 
 def synth_store_name(seed: int, clips_per_class: int, size: int, val_fraction: float) -> str:

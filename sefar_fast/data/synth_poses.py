@@ -19,8 +19,6 @@ store does, decoded and resized to the preset's frame size as the loader does.
 
 from __future__ import annotations
 
-import multiprocessing
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +27,7 @@ import numpy as np
 from sefar_fast.data.pipeline import cover_box, resize_box_pil
 from sefar_fast.data.store import encode_jpeg
 from sefar_fast.data.synth import MOVES, SYNTH_VERSION, figure_points, render, synth_params
+from sefar_fast.data.workers import ordered_map
 from sefar_fast.errors import SefarError
 
 POSE_STREAM = 0x5053  # "PS": a random stream of its own, apart from the data set's (seed, label, index) clips
@@ -73,16 +72,9 @@ def pose_frames(seed: int, clips: int, frames_per_clip: int, frame_size: tuple[i
     h, w = (int(v) for v in frame_size)
     jobs = [(seed, first_clip + i, frames_per_clip, h, w) for i in range(clips)]
     frames, points = [], []
-    with ExitStack() as stack:
-        if workers > 1 and clips >= 64:
-            # spawn, not fork: the caller may hold threads (torch) that a forked child would inherit locked
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
-            results = pool.imap(_pose_clip, jobs, chunksize=16)
-        else:
-            results = map(_pose_clip, jobs)
-        for done, (f, p) in enumerate(results, 1):
-            frames.append(f)
-            points.append(p)
-            if progress is not None:
-                progress(done, clips)
+    for done, (f, p) in enumerate(ordered_map(_pose_clip, jobs, workers), 1):
+        frames.append(f)
+        points.append(p)
+        if progress is not None:
+            progress(done, clips)
     return PoseFrames(np.concatenate(frames), np.concatenate(points))

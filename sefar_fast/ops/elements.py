@@ -82,6 +82,14 @@ def element_slots(
 
 def time_order(elements: Sequence[int]) -> np.ndarray:
     """Positions of the clip layout in time order: entry j is where the clip's j-th slot sits.
-    [2, 2, 4] (layout: slots 3, 7 | 1, 5 | 0, 2, 4, 6) gives [4, 2, 5, 0, 6, 3, 7, 1]."""
+    [2, 2, 4] (layout: slots 3, 7 | 1, 5 | 0, 2, 4, 6) gives [4, 2, 5, 0, 6, 3, 7, 1].
+    Computed once per element list (the views ask every step); the array is read-only."""
+    return _time_order(check_elements(elements))
+
+
+@lru_cache(maxsize=64)
+def _time_order(elements: tuple[int, ...]) -> np.ndarray:
     slots = [s for element in element_slots(elements) for s in element]
-    return np.argsort(slots, kind="stable")
+    order = np.argsort(slots, kind="stable")
+    order.flags.writeable = False
+    return order
