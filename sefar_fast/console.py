@@ -35,6 +35,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def postfix_text(postfix: dict) -> str:
+    """A bar's free-text postfix: `loss 0.1234  acc 51`."""
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
+
+
 class Bar:
     """One task of a rich Progress, with a free-text postfix (loss, accuracy, ...)."""
 
@@ -44,7 +49,7 @@ class Bar:
     def advance(self, n: int = 1, **postfix) -> None:
         if self._progress is None:
             return
-        text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
+        text = postfix_text(postfix)
         if postfix:
             self._progress.update(self._task, advance=n, postfix=text)
         else:
@@ -120,7 +125,7 @@ class PlainBar(Bar):
     def advance(self, n: int = 1, **postfix) -> None:
         self.done += n
         if postfix:
-            self.postfix = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
+            self.postfix = postfix_text(postfix)
         if time.monotonic() - self.last >= self.every_s:
             self.line()
 

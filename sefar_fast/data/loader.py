@@ -46,6 +46,17 @@ from sefar_fast.errors import SefarError
 SHUFFLE_STREAM, FRAMES_STREAM = 0, 1  # keep the permutation and the frame draws independent
 
 
+def drops_last(clips: int, batch_size: int, world_size: int) -> bool:
+    """Whether a loader over `clips` drops its last partial batch: yes when every rank gets a full one."""
+    return clips >= batch_size * world_size
+
+
+def batches_per_rank(clips: int, batch_size: int, world_size: int, drop_last: bool) -> int:
+    """Batches each rank takes from `clips` clips (the loader's length, and a trainer epoch's steps)."""
+    per_rank = clips // world_size if drop_last else -(-clips // world_size)
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
 class ClipLoader:
     """Iterate batches of clips from `store` records `indices`; see the module docstring.
     `store` is a ClipStore or a source with `frame_decoder` (direct.VideoSource)."""
@@ -101,8 +112,7 @@ class ClipLoader:
         return n // self.world_size if self.drop_last else -(-n // self.world_size)
 
     def __len__(self) -> int:
-        m = self.samples_per_rank()
-        return m // self.batch_size if self.drop_last else -(-m // self.batch_size)
+        return batches_per_rank(len(self.indices), self.batch_size, self.world_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (order and frame draws). A different epoch starts at its first batch;

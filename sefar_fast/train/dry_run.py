@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from sefar_fast.data.info import source_info
+from sefar_fast.data.loader import batches_per_rank, drops_last
 from sefar_fast.models import model_from_config
 from sefar_fast.models.sizes import count_flops
 
@@ -43,13 +44,6 @@ def saved_activation_bytes(model: torch.nn.Module, clip_shape: tuple[int, ...]) 
     return sum(kept.values())
 
 
-def steps_per_epoch(clips: int, per_process_batch: int, processes: int) -> int:
-    """Optimizer steps of an epoch over `clips` labeled clips, as the trainer's labeled loader counts them."""
-    drop_last = clips >= per_process_batch * processes
-    per_rank = clips // processes if drop_last else -(-clips // processes)
-    return per_rank // per_process_batch if drop_last else -(-per_rank // per_process_batch)
-
-
 def plan_summary(trainer) -> dict[str, Any]:
     """The run's facts as plain values (see the module docstring); `trainer` is a set-up-free Trainer."""
     cfg = trainer.cfg
@@ -57,7 +51,8 @@ def plan_summary(trainer) -> dict[str, Any]:
     info = source_info(cfg)
     labeled, unlabeled, val = (info.counts.get(k, 0) for k in ("labeled", "unlabeled", "val"))
     classes = len(info.class_names)
-    steps = steps_per_epoch(labeled, o.batch_size * o.accum_steps, trainer.dist.world_size)
+    batch, world = o.batch_size * o.accum_steps, trainer.dist.world_size
+    steps = batches_per_rank(labeled, batch, world, drops_last(labeled, batch, world))
     ssl = m.name != "supervised" and unlabeled > 0
     unlabeled_rows = o.batch_size * m.unlabeled_ratio if ssl else 0
     rows = o.batch_size + unlabeled_rows * (2 if m.mix else 1)  # [labeled; strong; mixed]

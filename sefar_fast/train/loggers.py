@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sefar_fast.errors import SefarError
+from sefar_fast.io import atomic_write_text
 
 TENSORBOARD_DIR = "tensorboard"
 WANDB_ID_FILE = "wandb-id"
@@ -77,8 +78,11 @@ class WandbLogger:
             raise SefarError("--logger wandb needs Weights & Biases: pip install \"sefar-fast[wandb]\"") from None
         self.wandb = wandb
         id_file = Path(run_dir) / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else uuid.uuid4().hex[:12]
-        id_file.write_text(run_id + "\n")
+        if resume_step is not None and id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = uuid.uuid4().hex[:12]
+            atomic_write_text(id_file, run_id + "\n")
         try:
             self.run = wandb.init(project="sefar", name=Path(run_dir).name, id=run_id, dir=str(run_dir),
                                   config=config, resume="allow")

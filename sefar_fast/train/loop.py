@@ -41,7 +41,7 @@ from sefar_fast import __version__, kernels
 from sefar_fast.config import Config, eval_views
 from sefar_fast.console import progress_bar
 from sefar_fast.data.datasets import open_dataset
-from sefar_fast.data.loader import ClipLoader
+from sefar_fast.data.loader import ClipLoader, drops_last
 from sefar_fast.distributed import all_reduce_sum, any_rank, barrier, broadcast_object, cleanup, init_distributed
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.evaluate import evaluate_model
@@ -145,7 +145,7 @@ class Trainer:
             if (epoch + 1) % cfg.eval.every == 0 or last:
                 metrics.update(self.validate())
             best = self.state.end_epoch(metrics, last=last)
-            self.report.record({"kind": "epoch", "epoch": epoch + 1, "global_step": progress.global_step, **metrics})
+            self.report.record({"kind": "epoch", "global_step": progress.global_step, **metrics})
             self.save(None, metrics, epoch_end=epoch + 1, best=best)
             self.report.epoch(metrics, cfg.optim.epochs)
             if not last and self.stop_requested():
@@ -322,12 +322,12 @@ class Trainer:
                       rank=self.dist.rank, world_size=w, backend=d.backend)
         b = cfg.optim.batch_size * cfg.optim.accum_steps  # a process's micro-batches, taken together
         labeled = ClipLoader(self.data.store, self.data.labeled, batch_size=b, views=1, shuffle=True,
-                             drop_last=len(self.data.labeled) >= b * w, seed=cfg.run.seed, **common)
+                             drop_last=drops_last(len(self.data.labeled), b, w), seed=cfg.run.seed, **common)
         unlabeled = None
         if cfg.method.name != "supervised" and self.data.unlabeled:
             bu = b * cfg.method.unlabeled_ratio
             unlabeled = ClipLoader(self.data.store, self.data.unlabeled, batch_size=bu, views=2, shuffle=True,
-                                   drop_last=len(self.data.unlabeled) >= bu * w, seed=cfg.run.seed + 1, **common)
+                                   drop_last=drops_last(len(self.data.unlabeled), bu, w), seed=cfg.run.seed + 1, **common)
         for name, loader in (("labeled", labeled), ("unlabeled", unlabeled)):
             if loader is not None and name in self.state.loader_positions:
                 loader.load_state_dict(self.state.loader_positions[name])

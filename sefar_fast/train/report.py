@@ -81,8 +81,9 @@ class Reporter:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
             raise write_error(self.metrics, e) from None
+        parts = split_record(record)
         for logger in self.loggers:
-            for prefix, values in split_record(record).items():
+            for prefix, values in parts.items():
                 logger.scalars(prefix, values, record["global_step"])
 
     def confusion(self, model: str, confusion: np.ndarray, class_names, step: int) -> None:
