@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from interpreted import run_interpreted
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,9 @@ def synth_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("synth-cache")
     ensure_synth(cache, seed=0, clips_per_class=4, workers=1)
     return cache
+
+
+@pytest.fixture(scope="module")
+def interpreted(request):
+    """What a kernel test module computes when run as a script under TRITON_INTERPRET=1 (tests/interpreted.py)."""
+    return run_interpreted(request.module.__file__)

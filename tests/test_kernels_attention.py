@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from interpreted import needs_triton, run_interpreted
+from interpreted import needs_triton
 
 # name: element lengths, batch, slots L, heads, head dim, dtype
 CASES = {
@@ -113,11 +113,6 @@ def _model_case() -> dict:
 
 
 # ----------------------------------------------------------------------------- the tests (parent process)
-
-
-@pytest.fixture(scope="module")
-def interpreted():
-    return run_interpreted(__file__)
 
 
 @needs_triton

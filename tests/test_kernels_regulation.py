@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from interpreted import needs_triton, run_interpreted
+from interpreted import needs_triton
 
 D = 256  # the fused feature width (models.sefar_net.FUSION_DIM)
 
@@ -86,11 +86,6 @@ def _run_cases() -> dict:
 
 
 # ----------------------------------------------------------------------------- the tests (parent process)
-
-
-@pytest.fixture(scope="module")
-def interpreted():
-    return run_interpreted(__file__)
 
 
 @needs_triton

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from interpreted import needs_triton, run_interpreted
+from interpreted import needs_triton
 
 MEAN, STD = [0.45, 0.40, 0.50], [0.225, 0.30, 0.20]
 
@@ -113,11 +113,6 @@ def _run_view_cases() -> dict:
 
 
 # ----------------------------------------------------------------------------- the tests (parent process)
-
-
-@pytest.fixture(scope="module")
-def interpreted():
-    return run_interpreted(__file__)
 
 
 def test_cases_cover_every_element_combo_and_perturbation():
