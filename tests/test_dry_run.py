@@ -61,3 +61,25 @@ def test_the_activation_count_on_the_meta_device_matches_a_real_forward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         real(torch.randn(1, 8, 3, 32, 32))
     assert saved_activation_bytes(meta, (8, 3, 32, 32)) == pytest.approx(sum(kept.values()), rel=0.02)
+
+
+def test_dry_run_under_torchrun_prints_on_rank_0_only(synth_cache, tmp_path, monkeypatch, capsys):
+    """Every rank resolves the same plan; only rank 0 prints it and writes the JSON (rank 1 is
+    simulated: the trainer's DistInfo says rank 1 once the plan is made)."""
+    import dataclasses
+
+    import sefar_fast.train.loop as loop
+
+    monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+
+    class OnRank1(loop.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.dist = dataclasses.replace(self.dist, rank=1)
+
+    monkeypatch.setattr(loop, "Trainer", OnRank1)
+    target = tmp_path / "plan.json"
+    code, out, err = run_cli_output(["train", *ARGS, "--out", tmp_path / "run", "--dry-run", "--json", target],
+                                    monkeypatch, capsys)
+    assert code == 0, err
+    assert "dry run" not in out and not target.exists()

@@ -195,13 +195,18 @@ def train(
     check_json_target(json_out)
     if dry_run:
         from sefar_fast.console import results_table
+        from sefar_fast.distributed import cleanup
         from sefar_fast.train.dry_run import plan_summary, summary_rows
         from sefar_fast.train.loop import Trainer
 
         trainer = Trainer(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, strict=strict)
-        summary = plan_summary(trainer)
-        console.print(results_table(f"dry run: {trainer.title} (nothing written)", summary_rows(summary), "left"))
-        write_json(json_out, summary)
+        try:
+            summary = plan_summary(trainer)
+        finally:  # under torchrun the trainer joined the process group: leave it as a run does
+            cleanup(trainer.dist)
+        if trainer.dist.is_main:  # one table and one JSON, not one per rank
+            console.print(results_table(f"dry run: {trainer.title} (nothing written)", summary_rows(summary), "left"))
+            write_json(json_out, summary)
         return
     result = run_training(cfg, resume=resume, resume_from=resume_from, on_nan=on_nan, profile=profile,
                           strict=strict)
