@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 from interpreted import run_interpreted
 
 
@@ -50,3 +51,16 @@ def synth_cache(tmp_path_factory):
 def interpreted(request):
     """What a kernel test module computes when run as a script under TRITON_INTERPRET=1 (tests/interpreted.py)."""
     return run_interpreted(request.module.__file__)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for this module's in-process runs, also through OMP_NUM_THREADS: the
+    trainer keeps a thread count it is given that way (else it takes every core), and runs
+    compared bit for bit, here or with a subprocess started at OMP_NUM_THREADS=1, must use the same."""
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        yield
+    torch.set_num_threads(before)

@@ -66,6 +66,7 @@ def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth
     from sefar_fast.train.loop import Trainer
 
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the ranks run; the trainer keeps the thread count it is given
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -45,14 +45,6 @@ def test_a_refused_write_is_one_line_and_keeps_the_previous_file(tmp_path, monke
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # runs compared bit for bit use the same thread count
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_a_disk_full_at_a_checkpoint_stops_in_one_line_and_the_run_continues_exactly(
         synth_cache, tmp_path, monkeypatch, capsys, one_thread):

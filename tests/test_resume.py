@@ -25,7 +25,7 @@ TINY = ["--arch", "vit-test", "--pretrained", "none", "-b", "4", "--epochs", "2"
 
 
 def spawn(args: list[str], cache: Path, **hooks: str) -> subprocess.Popen:
-    # One intra-op thread, as `single_thread` gives this process: runs compared bit for bit must use
+    # One intra-op thread, as `one_thread` gives this process: runs compared bit for bit must use
     # the same thread count (and a 2-core machine shared with other tests runs them faster this way).
     env = {**os.environ, "SEFAR_CACHE": str(cache), "OMP_NUM_THREADS": "1", **hooks}
     return subprocess.Popen([sys.executable, "-m", "sefar_fast", *map(str, args)], env=env,
@@ -48,15 +48,7 @@ def step_records(run: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def reference(synth_cache, tmp_path_factory, single_thread):
+def reference(synth_cache, tmp_path_factory, one_thread):
     """The uninterrupted run (in this process)."""
     out = tmp_path_factory.mktemp("reference") / "run"
     mp = pytest.MonkeyPatch()
