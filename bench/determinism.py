@@ -9,7 +9,7 @@ its final weights (last.safetensors) equals the reference's bit for bit; otherwi
 the largest weight difference, the first step whose logged loss differs and both final top-1s.
 The variants:
   - again: the same command, the same environment (run-to-run on one machine);
-  - threads 2: OMP_NUM_THREADS=2 (the trainer's default on a 2-core machine is 1 thread);
+  - threads 2: OMP_NUM_THREADS=2 (the trainer's default on a 2-core machine; the reference is at 1);
   - ATEN_CPU_CAPABILITY=default: torch's scalar kernels instead of the machine's vector ones
     (a machine of another CPU generation picks other kernels, e.g. AVX-512 against AVX2);
   - jobs: two runs at once (what `bench/synth_results.py --jobs 2` does), each at 1 thread.

@@ -61,7 +61,7 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "method.channel_drop": [("1", "method.channel_drop 1.0 is out of range")],
     "method.ema_decay": [("1", "method.ema_decay 1.0 is out of range")],
     "method.warmup_epochs": [("-1", "method.warmup_epochs -1 is out of range"),
-                             ("30", "warmup_epochs 30 leaves no semi-supervised epoch out of 30")],
+                             ("50", "warmup_epochs 50 leaves no semi-supervised epoch out of 50")],
     "method.unlabeled_ratio": [("0", ("method.unlabeled_ratio 0 is out of range: it must be an integer >= 1 "
                                       "(unlabeled clips per labeled clip)"))],
     "optim.name": [("lamb", "optim.name 'lamb' is not one of sgd, adamw")],
@@ -80,7 +80,7 @@ BAD: dict[str, list[tuple[str, str]]] = {
                          ("[0.5]", "optim.milestones [0.5] and optim.lr_factors [0.1, 0.01] must have the same")],
     "optim.lr_factors": [("[0.1,0]", "optim.lr_factors [0.1, 0.0] is out of range")],
     "optim.lr_warmup_epochs": [("-1", "optim.lr_warmup_epochs -1.0 is out of range"),
-                               ("60", "optim.lr_warmup_epochs 60.0 must be in [0, epochs=30)")],
+                               ("60", "optim.lr_warmup_epochs 60.0 must be in [0, epochs=50)")],
     "eval.views": [("5by3", "eval views '5by3' must look like TxS")],
     "eval.every": [("0", "eval.every 0 is out of range")],
     "eval.batch_size": [("0", "eval.batch_size 0 is out of range")],
