@@ -47,13 +47,8 @@ class ReplayDropout(nn.Module):
         return x * mask
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and then do not fight other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run fastest on one thread, and then do not fight other jobs for the cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(labeled=2, unlabeled=3, mix=True, seed=0):
