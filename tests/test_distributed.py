@@ -18,6 +18,7 @@ import textwrap
 import pytest
 import torch
 
+from sefar_fast import distributed
 from sefar_fast.checkpoint import load_weights
 
 OVERRIDES = ["data.synth_clips_per_class=4", "method.warmup_epochs=1", "eval.views=1x1", "eval.every=2",
@@ -43,7 +44,8 @@ WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth_cache, tmp_path, monkeypatch):
+def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth_cache, tmp_path, monkeypatch,
+                                                                          one_thread):  # as the ranks run
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     ddp_run = tmp_path / "ddp"
@@ -66,16 +68,10 @@ def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth
     from sefar_fast.train.loop import Trainer
 
     monkeypatch.setenv("SEFAR_CACHE", str(synth_cache))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the ranks run; the trainer keeps the thread count it is given
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = build_config("synth", None, {**FLAGS, "run.out": str(tmp_path / "single")},
-                           OVERRIDES + ["optim.accum_steps=2"])
-        single = Trainer(cfg)
-        result = single.run()
-    finally:
-        torch.set_num_threads(threads)
+    cfg = build_config("synth", None, {**FLAGS, "run.out": str(tmp_path / "single")},
+                       OVERRIDES + ["optim.accum_steps=2"])
+    single = Trainer(cfg)
+    result = single.run()
     for part, module in (("student", single.state.model), ("teacher", single.state.teacher.module)):
         for k, v in module.state_dict().items():
             # Bit for bit: halving is exact in floating point, so sum-then-halve (all-reduce) and
@@ -85,3 +81,17 @@ def test_two_gloo_ranks_match_each_other_and_one_process_with_accumulation(synth
     for key in ("val_top1_student", "val_top1_teacher", "val_mca_student"):
         assert ranks[0]["val"][key] == pytest.approx(result["last"][key], abs=1 / 20 + 1e-9)
         assert ranks[0]["val"][key] == ranks[1]["val"][key]
+
+
+def test_cpu_threads_are_the_cores_split_among_local_processes(monkeypatch):
+    # All cores for one process (not a core less for the loader: measured faster on 2 cores);
+    # torchrun's LOCAL_WORLD_SIZE processes share them, never fewer than one thread each.
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert distributed.cpu_threads() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert distributed.cpu_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert distributed.cpu_threads() == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert distributed.cpu_threads() == 1

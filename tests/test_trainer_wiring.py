@@ -258,16 +258,3 @@ def test_the_synth_preset_starts_from_the_packaged_backbone(synth_cache, monkeyp
     assert vit and all(torch.equal(backbone[k], v) for k, v in vit.items())
     assert torch.equal(backbone["blocks.3.temporal_attn.proj.weight"], vit["blocks.3.attn.proj.weight"])
 
-
-def test_cpu_threads_are_the_cores_split_among_local_processes(monkeypatch):
-    # All cores for one process (not a core less for the loader: measured faster on 2 cores);
-    # torchrun's LOCAL_WORLD_SIZE processes share them, never fewer than one thread each.
-    monkeypatch.setattr(loop.os, "cpu_count", lambda: 16)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert loop.cpu_threads() == 16
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert loop.cpu_threads() == 4
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
-    assert loop.cpu_threads() == 5
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
-    assert loop.cpu_threads() == 1

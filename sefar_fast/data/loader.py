@@ -51,9 +51,14 @@ def drops_last(clips: int, batch_size: int, world_size: int) -> bool:
     return clips >= batch_size * world_size
 
 
+def samples_per_rank(clips: int, world_size: int, drop_last: bool) -> int:
+    """Clips each rank takes of `clips`: the remainder dropped, or padded up to a multiple of the ranks."""
+    return clips // world_size if drop_last else -(-clips // world_size)
+
+
 def batches_per_rank(clips: int, batch_size: int, world_size: int, drop_last: bool) -> int:
     """Batches each rank takes from `clips` clips (the loader's length, and a trainer epoch's steps)."""
-    per_rank = clips // world_size if drop_last else -(-clips // world_size)
+    per_rank = samples_per_rank(clips, world_size, drop_last)
     return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
 
 
@@ -108,8 +113,7 @@ class ClipLoader:
 
     # ---- epoch bookkeeping -----------------------------------------------------------------------------------------
     def samples_per_rank(self) -> int:
-        n = len(self.indices)
-        return n // self.world_size if self.drop_last else -(-n // self.world_size)
+        return samples_per_rank(len(self.indices), self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         return batches_per_rank(len(self.indices), self.batch_size, self.world_size, self.drop_last)

@@ -42,7 +42,15 @@ from sefar_fast.config import Config, eval_views
 from sefar_fast.console import progress_bar
 from sefar_fast.data.datasets import open_dataset
 from sefar_fast.data.loader import ClipLoader, drops_last
-from sefar_fast.distributed import all_reduce_sum, any_rank, barrier, broadcast_object, cleanup, init_distributed
+from sefar_fast.distributed import (
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_object,
+    cleanup,
+    cpu_threads,
+    init_distributed,
+)
 from sefar_fast.errors import SefarError
 from sefar_fast.eval.evaluate import evaluate_model
 from sefar_fast.io import atomic_write_text
@@ -62,17 +70,6 @@ from sefar_fast.train.update import make_optimizer
 
 ON_NAN = ("skip", "stop")
 METHOD_TITLES = {"sefar": "SeFAR", "supervised": "supervised", "fixmatch": "FixMatch"}
-
-
-def cpu_threads() -> int:
-    """Compute threads of a CPU run: the cores, shared among this machine's processes.
-
-    Why not a core less for the loader: its decoding is light next to a step, and on 2 cores a
-    second compute thread makes `sefar train` on synth 1.5x faster (90 s -> 60 s for 14 epochs,
-    same result) and direct H.264 video 8% faster (measured 2026-12-07). Under torchrun
-    (LOCAL_WORLD_SIZE processes) the cores are split, so threads never outnumber them."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, (os.cpu_count() or 1) // max(1, local))
 
 
 def default_run_dir(cfg: Config) -> Path:
