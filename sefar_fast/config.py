@@ -57,7 +57,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     backend: str = "auto"  # auto | dali | pil
-    synth_clips_per_class: int = 120
+    synth_clips_per_class: int = 240  # data.synth.DEFAULT_CLIPS_PER_CLASS (config may not import data)
     synth_seed: int = 0
 
 

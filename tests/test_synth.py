@@ -265,6 +265,15 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert cache_root() == Path.home() / ".cache" / "sefar"
 
 
+def test_one_size_of_the_set_everywhere():
+    """The generator's default, the config's default and the synth preset name the same set, so
+    `sefar data synth` with no options generates the store `sefar train` then finds."""
+    from sefar_fast.config import DataConfig, build_config
+
+    assert DataConfig().synth_clips_per_class == synth.DEFAULT_CLIPS_PER_CLASS
+    assert build_config("synth", None, {}, []).data.synth_clips_per_class == synth.DEFAULT_CLIPS_PER_CLASS
+
+
 def test_bad_settings_raise_clear_errors(tmp_path):
     from sefar_fast.errors import SefarError
     with pytest.raises(SefarError, match="clips_per_class"):

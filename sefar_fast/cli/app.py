@@ -111,7 +111,7 @@ def write_json(path: Optional[Path], payload: dict) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
     epilog=examples(
         "sefar train",
-        "sefar train --method supervised --label-rate 1.0 --epochs 6",
+        "sefar train --method supervised --label-rate 1.0 --epochs 3",
         "sefar train --data gym99 --root /data/gym \\\n"
         "    --pretrained timm:vit_small_patch16_224.augreg_in21k_ft_in1k",
         "# the authors' 5% split of FineGym gym99:\nsefar train --data gym99:lists=SeFAR/dataset/finegym/all99_5 \\\n"
@@ -311,15 +311,18 @@ def pretrain_synth_cmd(
 
 
 # ----------------------------------------------------------------------------- data
-@data_app.command("synth", short_help="Generate (or find) the built-in synthetic data.", epilog=examples("sefar data synth --seed 0 --clips-per-class 120"))
+@data_app.command("synth", short_help="Generate (or find) the built-in synthetic data.", epilog=examples("sefar data synth --seed 0 --clips-per-class 240"))
 def data_synth(
     seed: int = typer.Option(0, "--seed", help="Seed of the generated set."),
-    clips_per_class: int = typer.Option(120, "--clips-per-class", help="Clips per class."),
+    clips_per_class: Optional[int] = typer.Option(None, "--clips-per-class", help="Clips per class (default 240, the synth preset's: 192 train, 48 val)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where to keep it (default $SEFAR_CACHE or ~/.cache/sefar)."),
 ):
     """Generate (or find) the built-in synthetic fine-grained gymnastics set and print where it is."""
     from sefar_fast.data.datasets import synth_store
+    from sefar_fast.data.synth import DEFAULT_CLIPS_PER_CLASS
 
+    if clips_per_class is None:
+        clips_per_class = DEFAULT_CLIPS_PER_CLASS
     root = synth_store(seed=seed, clips_per_class=clips_per_class, cache_dir=cache_dir)
     from sefar_fast.data.store import ClipStore
 

@@ -29,7 +29,7 @@ from sefar_fast.data.direct import open_video_source, video_spec
 from sefar_fast.data.prepare import dropped_clips, prepare_from_spec, store_for_source
 from sefar_fast.data.splits import load_split, save_split, stratified_split
 from sefar_fast.data.store import ClipStore
-from sefar_fast.data.synth import ensure_synth
+from sefar_fast.data.synth import DEFAULT_CLIPS_PER_CLASS, ensure_synth
 from sefar_fast.errors import SefarError
 
 
@@ -62,7 +62,7 @@ class Dataset:
         return np.array([self.store.records[i].label for i in indices], dtype=np.int64)
 
 
-def synth_store(seed: int = 0, clips_per_class: int = 120, cache_dir=None) -> Path:
+def synth_store(seed: int = 0, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS, cache_dir=None) -> Path:
     """Path of the built-in synthetic store, generated (with a progress bar) on first use."""
     with ExitStack() as stack:
         progress = _progress_callback(stack, "generating synth data (once)")

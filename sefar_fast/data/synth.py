@@ -74,7 +74,7 @@ from sefar_fast.errors import SefarError
 from sefar_fast.io import cache_root, write_elsewhere
 
 SYNTH_VERSION = 4  # bump when the generator's output changes: it names the cache folder
-DEFAULT_CLIPS_PER_CLASS = 120
+DEFAULT_CLIPS_PER_CLASS = 240  # 192 train + 48 val per class: a 3,648-clip unlabeled pool at 5% labels
 FRAMING_ZOOM = 1.7  # tight framing: how much larger the figure is than a framing that fits the whole move
 MIN_FRAMES, MAX_FRAMES = 16, 32  # clip length range: short clips, so a few sampled frames cover the move
 TEXTURE_CONTRAST = 0.5  # fraction of the wall colour difference the texture spans
