@@ -31,7 +31,8 @@ from pathlib import Path
 
 from sefar_fast.config import build_config
 
-# (row name, group, extra arguments). Every row trains at the preset's label rate (5%) unless it says otherwise.
+# (row name, group, extra arguments). Every row trains at the run's label rate (the preset's 5%, or --label-rate in
+# the common arguments) unless it says otherwise.
 ROWS = [
     ("supervised", "methods", ["--method", "supervised"]),
     # 100% labels: 1/rate times the steps per epoch, so rate times the epochs (EQUAL_STEPS, rounded up)
