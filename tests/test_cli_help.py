@@ -54,4 +54,4 @@ def test_train_help_is_short_and_points_to_the_long_story():
     assert len(text.splitlines()) <= 100
     assert "docs/training.md" in text and "sefar config keys" in " ".join(text.split())
     # examples keep their line breaks (not re-wrapped into one paragraph)
-    assert "\n    sefar train\n    sefar train --method supervised --label-rate 1.0 --epochs 6\n" in text
+    assert "\n    sefar train\n    sefar train --method supervised --label-rate 1.0 --epochs 3\n" in text
