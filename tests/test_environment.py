@@ -151,7 +151,9 @@ def test_ctrl_c_during_synth_generation_prints_one_line(tmp_path):
     # Ctrl-C in a terminal signals the whole process group: the command and its worker processes.
     proc = subprocess.Popen([sys.executable, "-m", "sefar_fast", "data", "synth", "--clips-per-class", "100"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # as from a terminal, also where the suite runs in the background (SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (cache.is_dir() and list(cache.glob(".synth-*.tmp-*"))):  # generation has started
         assert proc.poll() is None, proc.communicate()[1]
