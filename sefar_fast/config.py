@@ -57,6 +57,9 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     backend: str = "auto"  # auto | dali | pil
+    # On the CPU, keep decoded frames in memory when all of the store's fit in this many MB
+    # (`data.frame_cache`; the built-in synth data takes about 530); 0: decode every batch.
+    frame_cache_mb: int = 1024
     synth_clips_per_class: int = 240  # data.synth.DEFAULT_CLIPS_PER_CLASS (config may not import data)
     synth_seed: int = 0
 
@@ -428,6 +431,7 @@ RANGES: dict[str, tuple[Any, str]] = {
                  "three finite numbers > 0 (per RGB channel)"),
     "data.synth_clips_per_class": (lambda v: v >= 2, "an integer >= 2 (one train and one val clip per class)"),
     "data.synth_seed": (_seed, "an integer in [0, 2^63)"),
+    "data.frame_cache_mb": (lambda v: v >= 0, "an integer >= 0 (0: off)"),
     "model.patch_size": (lambda v: v is None or v >= 1, "an integer >= 1, or null for the arch's own"),
     "model.drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.head_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -29,6 +29,7 @@ from sefar_fast.eval.evaluate import (
     evaluate_checkpoint,
     load_model,
     open_checkpoint_data,
+    score_models,
     score_views,
     view_batches,
 )
@@ -101,6 +102,36 @@ def test_eval_reproduces_training_numbers(tiny_run, cli_eval):
         report = json.loads((cli_eval.out / model / "report.json").read_text())
         assert report["top1"] == trained[f"val_top1_{model}"] and report["model"] == model
         assert report["protocol"] == "multi-view" and report["views"] == "2x2" and report["num_clips"] == 20
+
+
+@pytest.mark.slow
+def test_two_models_scored_in_one_pass_score_as_each_alone(scored, tiny_run, monkeypatch):
+    """Teacher and student in one pass (how training validates) give exactly each one's own scores,
+    and every batch of views is built once for both."""
+    from sefar_fast.eval import evaluate
+
+    _, teacher = load_model(scored.ckpt, "teacher", torch.device("cpu"))
+    _, student = load_model(scored.ckpt, "student", torch.device("cpu"))
+    student_alone = score_views(student, scored.ds, scored.ds.val, scored.cfg, torch.device("cpu"), views=(2, 2))
+    built = []
+    real_build = evaluate.kernels.build_views
+
+    def counting_build(*args, **kwargs):
+        built.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate.kernels, "build_views", counting_build)
+    both = score_models({"teacher": teacher, "student": student}, scored.ds, scored.ds.val, scored.cfg,
+                        torch.device("cpu"), views=(2, 2))
+    batches = 2 * 2 * -(-len(scored.ds.val) // scored.cfg.eval.batch_size)  # T x S views of each batch
+    assert len(built) == batches
+    for name, alone in (("teacher", scored.acc), ("student", student_alone)):
+        assert sorted(both[name].ids) == sorted(alone.ids)
+        np.testing.assert_array_equal(both[name].metrics().confusion, alone.metrics().confusion)
+        mine, theirs = both[name].scores_by_id(), alone.scores_by_id()
+        assert all(np.array_equal(mine[i], theirs[i]) for i in theirs)
+    assert not any(np.array_equal(both["teacher"].scores_by_id()[i], both["student"].scores_by_id()[i])
+                   for i in scored.ds.val)  # two different models, each scored with its own weights
 
 
 @pytest.mark.slow

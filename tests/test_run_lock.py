@@ -107,7 +107,7 @@ def test_eval_writing_into_a_run_in_use_is_refused_before_scoring(tiny_run, tmp_
             raise AssertionError("scored clips before refusing")
 
         with monkeypatch.context() as m:
-            m.setattr(evaluate, "score_views", not_now)
+            m.setattr(evaluate, "score_models", not_now)
             code, err = run_cli(["eval", tiny_run.best, "--views", "1x1"], monkeypatch, capsys)
             assert code == 2
             assert err.strip() == (f"error: {tiny_run.run} is in use by sefar train (PID {os.getpid()} on "

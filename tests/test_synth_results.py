@@ -39,8 +39,9 @@ def _trained_steps(cmd: list[str], tmp_path, monkeypatch, capsys) -> int:
     (["--epochs", "300"], 3600, 3600),
     (["--epochs=200", "eval.every=20"], 2400, 2400),
     (["epochs=120", "--epochs", "40"], 1440, 1440),  # key=value wins over the flag
-    ([], 600, 720),  # the preset's 50 epochs: 2.5 epochs of 100% rounded up to 3
-    (["--label-rate", "0.1"], 1200, 1200),  # 24 steps per epoch at 10%: 5 epochs of 100%
+    ([], 720, 720),  # the preset's 60 epochs: 3 epochs of 100%
+    (["--epochs", "50"], 600, 720),  # 2.5 epochs of 100% rounded up to 3
+    (["--label-rate", "0.1"], 1440, 1440),  # 24 steps per epoch at 10%: 6 epochs of 100%
 ])
 def test_full_label_row_trains_at_least_the_other_rows_steps(synth_results, common, steps, full_steps, tmp_path,
                                                             monkeypatch, capsys):

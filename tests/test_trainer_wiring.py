@@ -79,21 +79,23 @@ def recorded(tmp_path_factory, synth_cache):
             seen.loaders.append({"clips": len(indices), **{k: kw[k] for k in ("seed", "views", "batch_size")}})
             super().__init__(store, indices, **kw)
 
-    def scripted_eval(model, data, indices, cfg, device, *, desc, **kw):
+    def scripted_eval(models, data, indices, cfg, device, *, desc, **kw):
         t = trainer_box[0]
         epoch = t.state.progress.epoch + 1
-        name = desc.split()[-1]
-        seen.evals.append((epoch, name))
-        seen.protocols.append((kw.get("protocol"), kw.get("seed"), kw.get("views")))
-        top1 = (TEACHER_TOP1 if name == "teacher" else STUDENT_TOP1)[epoch]
-        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1, "confusion": np.eye(20, dtype=np.int64)}
+        out = {}
+        for name in models:
+            seen.evals.append((epoch, name))
+            seen.protocols.append((kw.get("protocol"), kw.get("seed"), kw.get("views")))
+            top1 = (TEACHER_TOP1 if name == "teacher" else STUDENT_TOP1)[epoch]
+            out[name] = {"top1": top1, "top5": 1.0, "mean_class_acc": top1, "confusion": np.eye(20, dtype=np.int64)}
+        return out
 
     mp.setattr(EmaTeacher, "create", classmethod(recording_create))
     mp.setattr(EmaTeacher, "lerp", recording_lerp)
     mp.setattr(TrainStep, "micro_step", recording_micro_step)
     mp.setattr(TrainStep, "optimizer_step", recording_optimizer_step)
     mp.setattr(loop, "ClipLoader", RecordingLoader)
-    mp.setattr(loop, "evaluate_model", scripted_eval)
+    mp.setattr(loop, "evaluate_models", scripted_eval)
     run = tmp_path_factory.mktemp("wiring") / "run"
     flags = {"run.out": str(run), "model.arch": "vit-test", "model.pretrained": "none", "optim.epochs": EPOCHS,
              "optim.batch_size": BATCH, "run.device": "cpu", "data.label_rate": 0.1}
@@ -184,11 +186,11 @@ def test_a_teacher_headline_is_the_teachers_top1_once_it_exists(recorded, monkey
     trainer = recorded.trainer
     scores = {"student": 0.25, "teacher": 0.75}
 
-    def fixed_eval(model, data, indices, cfg, device, *, desc, **kw):
-        top1 = scores[desc.split()[-1]]
-        return {"top1": top1, "top5": 1.0, "mean_class_acc": top1, "confusion": np.eye(20, dtype=np.int64)}
+    def fixed_eval(models, data, indices, cfg, device, *, desc, **kw):
+        return {name: {"top1": scores[name], "top5": 1.0, "mean_class_acc": scores[name],
+                       "confusion": np.eye(20, dtype=np.int64)} for name in models}
 
-    monkeypatch.setattr(loop, "evaluate_model", fixed_eval)
+    monkeypatch.setattr(loop, "evaluate_models", fixed_eval)
     monkeypatch.setattr(trainer.cfg.eval, "headline", "teacher")
     assert trainer.validate()["val_top1"] == 0.75 and trainer.validate()["val_model"] == "teacher"
     monkeypatch.setattr(trainer.state, "teacher", None)  # before the warm-up ends: the student

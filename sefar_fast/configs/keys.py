@@ -22,6 +22,7 @@ HELP = {
     "data.mean": "per-channel mean of the normalisation (x / 255 - mean) / std",
     "data.std": "per-channel std of the normalisation",
     "data.backend": "frame decoder: auto, dali (nvJPEG on a GPU) or pil",
+    "data.frame_cache_mb": "on the CPU, keep decoded frames in memory when all of them fit in this many MB (0: off)",
     "data.synth_clips_per_class": "clips per class of the built-in synthetic data",
     "data.synth_seed": "seed of the built-in synthetic data",
     "model.arch": "model size: vit-t, vit-s, vit-b; vit-pico and vit-test for the CPU",

@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from sefar_fast.data.frame_cache import FrameCache
 from sefar_fast.data.pipeline import cover_box, make_decoder, resolve_backend
 from sefar_fast.data.sampling import sample_frames
 from sefar_fast.data.store import ClipStore
@@ -70,7 +71,8 @@ class ClipLoader:
                  frame_size: tuple[int, int] = (64, 64), views: int = 1, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, device="cpu", rank: int = 0, world_size: int = 1,
                  temporal: str = "random", frame_fn: Callable[[int], np.ndarray] | None = None,
-                 backend: str = "auto", workers: int = 1, prefetch: int = 2, num_threads: int | None = None):
+                 backend: str = "auto", workers: int = 1, prefetch: int = 2, num_threads: int | None = None,
+                 frame_cache: FrameCache | None = None):
         self.store = store
         self._direct = hasattr(store, "frame_decoder")  # decodes clips itself instead of handing out JPEGs
         self.indices = np.asarray(list(indices), np.int64)
@@ -83,6 +85,10 @@ class ClipLoader:
         self.device = torch.device(device)
         self.rank, self.world_size = int(rank), int(world_size)
         self.temporal, self.frame_fn = temporal, frame_fn
+        # Decoded frames kept in memory (data.frame_cache): on the CPU, for clips read from a store.
+        self.frame_cache = frame_cache if self.device.type == "cpu" and not self._direct else None
+        if self.frame_cache is not None and self.frame_cache.frame_size != self.frame_size:
+            raise ValueError(f"frame cache of size {self.frame_cache.frame_size} for a loader of {self.frame_size}")
         self.backend = resolve_backend(backend, self.device)
         self.workers, self.prefetch = max(1, int(workers)), max(1, int(prefetch))
         self.num_threads = num_threads or min(8, os.cpu_count() or 1)
@@ -221,20 +227,20 @@ class ClipLoader:
         b = len(plan["records"])
         if self._direct:  # a source that decodes whole clips itself (direct video)
             frames = self._decoder().decode_clips(plan["records"], plan["frames"].reshape(b, -1))
+        elif self.frame_cache is not None:
+            frames = torch.from_numpy(self.frame_cache.take(plan["records"], plan["frames"].reshape(b, -1),
+                                                            self._decode_frames))
         else:
-            jpegs, boxes = [], []
-            for r, frame_ids in zip(plan["records"], plan["frames"]):
-                rec = self.store.records[int(r)]
-                box = cover_box(rec.height, rec.width, h0, w0)
-                for f in frame_ids.reshape(-1):
-                    jpegs.append(self.store.read_jpeg(int(r), int(f)))
-                    boxes.append(box)
-            frames = self._decoder().decode(jpegs, np.asarray(boxes, np.float32))
+            frames = self._decode_frames(np.repeat(plan["records"], self.views * self.num_frames),
+                                         plan["frames"].reshape(-1))
         return {
             "frames": frames.view(b, self.views, self.num_frames, h0, w0, 3),
             "labels": self._upload(plan["labels"]),
             "index": self._upload(plan["records"].copy()),
         }
+
+    def _decode_frames(self, records: np.ndarray, frame_ids: np.ndarray) -> torch.Tensor:
+        return decode_frames(self.store, self._decoder(), self.frame_size, records, frame_ids)
 
     def __iter__(self) -> Iterator[dict]:
         if self.position >= len(self):  # the last pass finished: go on with the next epoch
@@ -271,3 +277,27 @@ class ClipLoader:
             dec.close()
         self._decoders = []
         self._local = threading.local()
+
+
+def decode_frames(store: ClipStore, decoder, frame_size: tuple[int, int], records: np.ndarray,
+                  frame_ids: np.ndarray) -> torch.Tensor:
+    """Frames uint8 [M, H0, W0, 3] of store records [M] at frame_ids [M], each frame's cover box resized
+    to `frame_size` by `decoder` (`pipeline.make_decoder`), on the decoder's device."""
+    h0, w0 = frame_size
+    jpegs, boxes = [], []
+    for r, f in zip(np.asarray(records).tolist(), np.asarray(frame_ids).tolist()):
+        rec = store.records[r]
+        jpegs.append(store.read_jpeg(r, f))
+        boxes.append(cover_box(rec.height, rec.width, h0, w0))
+    return decoder.decode(jpegs, np.asarray(boxes, np.float32))
+
+
+def fill_frame_cache(cache: FrameCache, store: ClipStore, backend: str = "auto", progress=None,
+                     chunk: int = 1024) -> None:
+    """Decode every frame of `store` into `cache` (on the CPU) now; progress(n) after each chunk."""
+    decoder = make_decoder(backend, cache.frame_size, torch.device("cpu"), chunk, min(8, os.cpu_count() or 1))
+    try:
+        cache.fill(lambda records, frame_ids: decode_frames(store, decoder, cache.frame_size, records, frame_ids),
+                   chunk=chunk, progress=progress)
+    finally:
+        decoder.close()

@@ -64,13 +64,14 @@ class ViewBatch:
 
 
 def view_batches(data, indices, cfg, device, *, views=(1, 1), protocol="multiview", out_dtype=torch.float32,
-                 desc="eval", dist=None, seed=0, progress=True) -> Iterator[ViewBatch]:
+                 desc="eval", dist=None, seed=0, progress=True, frame_cache=None) -> Iterator[ViewBatch]:
     """Every view of every clip in `indices`, batched, with a progress bar.
 
     multiview: for each temporal view t a loader whose frames are eval_frames(.., t, T), and for
     each of its batches the S spatial crops. reference: one loader with random frames (seeded),
     one random crop covering the short side and a random flip per clip.
     Under `dist`, each rank gets its share (padding repeats a few clips: dedupe by `index`).
+    `frame_cache`: the run's decoded frames in memory (`data.frame_cache`), or None.
     """
     if protocol not in ("multiview", "reference"):
         raise SefarError(f"protocol '{protocol}' must be multiview or reference")
@@ -83,7 +84,8 @@ def view_batches(data, indices, cfg, device, *, views=(1, 1), protocol="multivie
     total = t_views * -(-len(indices) // (cfg.eval.batch_size * world))
     crop_rng = np.random.default_rng([seed, 11])
     common = dict(elements=elements, batch_size=cfg.eval.batch_size, frame_size=frame_size, views=1, shuffle=False,
-                  drop_last=False, device=device, rank=rank, world_size=world, backend=d.backend)
+                  drop_last=False, device=device, rank=rank, world_size=world, backend=d.backend,
+                  frame_cache=frame_cache)
     with progress_bar(desc, total, enabled=progress) as bar:
         for t in range(t_views):
             if protocol == "multiview":
@@ -115,38 +117,58 @@ def score_views(model, data, indices, cfg, device, *, views=(1, 1), protocol="mu
                 desc="eval", dist=None, seed=0, progress=True):
     """Run the model over every view of every clip; return a ScoreAccumulator of softmax scores keyed by
     store record index (each clip holds T*S views, or 1 for the reference protocol)."""
-    was_training = model.training
-    model.eval()
-    acc = ScoreAccumulator(len(data.class_names))
+    return score_models({"model": model}, data, indices, cfg, device, views=views, protocol=protocol, amp=amp,
+                        desc=desc, dist=dist, seed=seed, progress=progress)["model"]
+
+
+@torch.no_grad()
+def score_models(models: dict[str, Any], data, indices, cfg, device, *, views=(1, 1), protocol="multiview",
+                 amp=False, desc="eval", dist=None, seed=0, progress=True,
+                 frame_cache=None) -> dict[str, ScoreAccumulator]:
+    """`score_views` of several models in one pass over the clips: every batch of views is read and
+    built once and goes through each model in turn (the teacher and student of a run see the very
+    same inputs, and the clips are decoded once, not once per model). {name: ScoreAccumulator}."""
+    was_training = {name: model.training for name, model in models.items()}
+    for model in models.values():
+        model.eval()
+    accs = {name: ScoreAccumulator(len(data.class_names)) for name in models}
     dtype = torch.bfloat16 if amp else torch.float32
     try:
         for vb in view_batches(data, indices, cfg, device, views=views, protocol=protocol, out_dtype=dtype,
-                               desc=desc, dist=dist, seed=seed, progress=progress):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(vb.x)
-            acc.add(torch.softmax(logits.float(), -1).cpu().numpy(), vb.labels.cpu().numpy(), vb.index.cpu().numpy())
+                               desc=desc, dist=dist, seed=seed, progress=progress, frame_cache=frame_cache):
+            labels, index = vb.labels.cpu().numpy(), vb.index.cpu().numpy()
+            for name, model in models.items():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(vb.x)
+                accs[name].add(torch.softmax(logits.float(), -1).cpu().numpy(), labels, index)
     finally:
-        model.train(was_training)
+        for name, model in models.items():
+            model.train(was_training[name])
     if dist is not None and dist.enabled:
 
         # Ranks pad their last round by repeating clips; a multi-view repeat scores exactly the same
         # views again, so it adds to the view count but leaves the clip's mean as it is.
-        parts = [None] * dist.world_size
-        tdist.all_gather_object(parts, acc)
-        acc = ScoreAccumulator(len(data.class_names))
-        for p in parts:
-            acc.merge(p)
-    return acc
+        for name in models:
+            parts = [None] * dist.world_size
+            tdist.all_gather_object(parts, accs[name])
+            accs[name] = ScoreAccumulator(len(data.class_names))
+            for p in parts:
+                accs[name].merge(p)
+    return accs
 
 
-def evaluate_model(model, data, indices, cfg, device, *, views=(1, 1), protocol="multiview", seed=0, amp=False,
-                   desc="eval", dist=None) -> dict:
-    """top1, top5 and mean class accuracy of `model` (what training logs per epoch), and its
-    confusion matrix (int64 [C, C], rows = true classes)."""
-    m = score_views(model, data, indices, cfg, device, views=views, protocol=protocol, seed=seed, amp=amp,
-                    desc=desc, dist=dist).metrics()
-    return {"top1": float(m.top1), "top5": float(m.top5), "mean_class_acc": float(m.mean_class_acc),
-            "confusion": m.confusion}
+def evaluate_models(models: dict[str, Any], data, indices, cfg, device, *, views=(1, 1), protocol="multiview",
+                    seed=0, amp=False, desc="eval", dist=None, frame_cache=None) -> dict[str, dict]:
+    """For each named model (scored in one pass, `score_models`): top1, top5 and mean class accuracy
+    (what training logs per epoch) and its confusion matrix (int64 [C, C], rows = true classes)."""
+    accs = score_models(models, data, indices, cfg, device, views=views, protocol=protocol, seed=seed, amp=amp,
+                        desc=desc, dist=dist, frame_cache=frame_cache)
+    out = {}
+    for name, acc in accs.items():
+        m = acc.metrics()
+        out[name] = {"top1": float(m.top1), "top5": float(m.top5), "mean_class_acc": float(m.mean_class_acc),
+                     "confusion": m.confusion}
+    return out
 
 
 def load_model(ckpt, which: str, device):
@@ -284,10 +306,11 @@ def _evaluate(ckpt: Checkpoint, out_dir: Path, *, data, root, split, views, prot
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "data": cfg.data.name, "split": split,
                               "protocol": label, "views": views_text, "clips": len(indices), "out": str(out_dir)}
     rows = []
+    loaded = {name: load_model(ckpt, name, dev)[1] for name in models}
+    accs = score_models(loaded, ds, indices, cfg, dev, views=t_s, protocol=protocol, amp=amp,
+                        desc=f"{split} {' + '.join(models)}", seed=seed, progress=show)
     for name in models:
-        _, model = load_model(ckpt, name, dev)
-        acc = score_views(model, ds, indices, cfg, dev, views=t_s, protocol=protocol, amp=amp,
-                          desc=f"{split} {name}", seed=seed, progress=show)
+        acc = accs[name]
         metrics = acc.metrics()
         extra: dict[str, Any] = {"data": cfg.data.name, "split": split}
         if protocol == "reference":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -153,10 +152,11 @@ def build_strong_mixed(
     strong = _output(out_strong, shape, out_strong.dtype if out_strong is not None else dtype, dev, "out_strong")
     mixed = _output(out_mixed, shape, out_mixed.dtype if out_mixed is not None else dtype, dev, "out_mixed")
     if kernel_backend(dev) == "torch":
-        strong.copy_(ref_views.build_views(frames_u8, params, mean, std, strong.dtype))
-        clean_params = replace(params, channel_scale=torch.ones_like(params.channel_scale))
-        clean = ref_views.build_views(frames_u8, clean_params, mean, std, mixed.dtype)
-        mixed.copy_(ref_views.mix_views(strong.to(mixed.dtype), clean, tube_mask, partner, elements, patch))
+        # One pass over the frames: the clean views, and the strong ones from them (x 1 is exact).
+        clean = ref_views.normalized_views(frames_u8, params, mean, std)
+        strong.copy_(ref_views.drop_channels(clean, params))
+        mixed.copy_(ref_views.mix_views(strong.to(mixed.dtype), clean.to(mixed.dtype), tube_mask, partner,
+                                        elements, patch))
         return strong, mixed
     from sefar_fast.kernels.views import build_strong_mixed_triton
 

@@ -277,6 +277,24 @@ def build_views(
     ``a * (1 - w) + b * w``, rows first then columns; then ``(x / 255 - mean) / std``
     and multiply by the channel scale. Arithmetic in float32, cast to `out_dtype` last.
     """
+    return drop_channels(normalized_views(frames_u8, params, mean, std), params).to(out_dtype)
+
+
+def drop_channels(views: torch.Tensor, params: ViewParams) -> torch.Tensor:
+    """Views [B, K, 3, S, S] times the channel scale of `params` (channel dropout)."""
+    return views * params.channel_scale.to(views.device, torch.float32)[:, None, :, None, None]
+
+
+def normalized_views(
+    frames_u8: torch.Tensor, params: ViewParams, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """`build_views` before the channel scale: float32 [B, K, 3, S, S].
+
+    The four bilinear corners of every output pixel are gathered from channel-first uint8
+    planes, so every float operation runs on [B, K, 3, S, S]-shaped tensors with the pixels
+    last (about twice as fast on a CPU as interpolating channels-last rows); each value is
+    computed by the same operations in the same order as the docstring of `build_views` says.
+    """
     if frames_u8.dtype != torch.uint8 or frames_u8.dim() != 5 or frames_u8.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [B, K, H, W, 3], got {frames_u8.dtype} {tuple(frames_u8.shape)}")
     b, k, h0, w0, _ = frames_u8.shape
@@ -291,36 +309,22 @@ def build_views(
     # A flipped view reads its columns right to left.
     x_lo, x_hi, wx = (torch.where(flip[:, None], t.flip(1), t) for t in (x_lo, x_hi, wx))
 
-    # Rows first (uint8 gathers, then one float lerp), then columns.
-    rows = _gather_rows(frames_u8, order, y_lo)
-    rows_hi = _gather_rows(frames_u8, order, y_hi)
-    wy_ = wy[:, None, :, None, None]
-    rows = rows.float() * (1 - wy_) + rows_hi.float() * wy_  # [B, K, S, W0, 3]
-    left = _gather_cols(rows, x_lo)
-    right = _gather_cols(rows, x_hi)
-    wx_ = wx[:, None, None, :, None]
-    pix = left * (1 - wx_) + right * wx_  # [B, K, S, S, 3]
+    # Source rows y_lo and y_hi of every (clip, frame, channel) plane, then columns x_lo and x_hi of those.
+    planes = frames_u8.permute(0, 1, 4, 2, 3).reshape(b * k * 3 * h0, w0)
+    plane = ((torch.arange(b, device=dev)[:, None] * k + order)[:, :, None] * 3 + torch.arange(3, device=dev))
+    row_index = plane[..., None] * h0 + torch.cat([y_lo, y_hi], 1)[:, None, None, :]  # [B, K, 3, 2S]
+    rows = planes.index_select(0, row_index.reshape(-1)).view(b, k, 3, 2 * size, w0)
+    cols = torch.cat([x_lo, x_hi], 1)[:, None, None, None, :].expand(b, k, 3, 2 * size, 2 * size)
+    corners = rows.gather(4, cols).float()  # [B, K, 3, (lo, hi) rows, (lo, hi) columns]
 
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)
-    out = (pix / 255.0 - mean_t) / std_t
-    out = out * params.channel_scale.to(dev, torch.float32)[:, None, None, None, :]
-    return out.permute(0, 1, 4, 2, 3).to(out_dtype).contiguous()
+    wy_ = wy[:, None, None, :, None]
+    wx_ = wx[:, None, None, None, :]
+    rows = corners[:, :, :, :size] * (1 - wy_) + corners[:, :, :, size:] * wy_  # [B, K, 3, S, 2S]
+    pix = rows[..., :size] * (1 - wx_) + rows[..., size:] * wx_  # [B, K, 3, S, S]
 
-
-def _gather_rows(frames: torch.Tensor, order: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """frames [B, K, H, W, 3], order [B, K], rows [B, S] -> out[b, k, i] = frames[b, order[b, k], rows[b, i]]."""
-    bi = torch.arange(frames.shape[0], device=frames.device)[:, None, None]
-    return frames[bi, order[:, :, None], rows[:, None, :]]
-
-
-def _gather_cols(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """rows [B, K, S, W, 3], cols [B, S] -> [B, K, S, S, 3]."""
-    b, k, s = rows.shape[:3]
-    bi = torch.arange(b, device=rows.device)[:, None, None, None]
-    ki = torch.arange(k, device=rows.device)[None, :, None, None]
-    si = torch.arange(s, device=rows.device)[None, None, :, None]
-    return rows[bi, ki, si, cols[:, None, None, :]]
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=dev)[:, None, None]
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=dev)[:, None, None]
+    return (pix / 255.0 - mean_t) / std_t
 
 
 # ----------------------------------------------------------------------------- tube mixing

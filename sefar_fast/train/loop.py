@@ -41,7 +41,7 @@ from sefar_fast import __version__, kernels
 from sefar_fast.config import Config, eval_views
 from sefar_fast.console import progress_bar
 from sefar_fast.data.datasets import open_dataset
-from sefar_fast.data.loader import ClipLoader, drops_last
+from sefar_fast.data.loader import ClipLoader, drops_last, fill_frame_cache
 from sefar_fast.distributed import (
     all_reduce_sum,
     any_rank,
@@ -52,7 +52,8 @@ from sefar_fast.distributed import (
     init_distributed,
 )
 from sefar_fast.errors import SefarError
-from sefar_fast.eval.evaluate import evaluate_model
+from sefar_fast.data.frame_cache import FrameCache
+from sefar_fast.eval.evaluate import evaluate_models
 from sefar_fast.io import atomic_write_text
 from sefar_fast.lock import FolderLock
 from sefar_fast.models import load_pretrained, model_from_config
@@ -114,6 +115,7 @@ class Trainer:
 
         # Built by setup():
         self.data = None
+        self.frame_cache: FrameCache | None = None  # decoded frames in memory, shared by all loaders
         self.state: TrainState | None = None
         self.step: TrainStep | None = None
         self.labeled: ClipLoader | None = None
@@ -239,13 +241,13 @@ class Trainer:
         `val_top1`, which picks the best checkpoint, is the `eval.headline` model's (the student's until
         the teacher exists)."""
         cfg, out = self.cfg, {}
-        models = [("student", self.state.model)]
+        models = {"student": self.state.model}
         if self.state.teacher is not None:
-            models.append(("teacher", self.state.teacher.module))
-        for name, model in models:
-            res = evaluate_model(model, self.data, self.data.val, cfg, self.device, views=eval_views(cfg),
-                                 protocol=cfg.eval.protocol, seed=cfg.run.seed, amp=self.amp, desc=f"val {name}",
-                                 dist=self.dist)
+            models["teacher"] = self.state.teacher.module
+        results = evaluate_models(models, self.data, self.data.val, cfg, self.device, views=eval_views(cfg),
+                                  protocol=cfg.eval.protocol, seed=cfg.run.seed, amp=self.amp,
+                                  desc=f"val {' + '.join(models)}", dist=self.dist, frame_cache=self.frame_cache)
+        for name, res in results.items():
             self.report.confusion(name, res["confusion"], self.data.class_names, self.state.progress.global_step)
             out[f"val_top1_{name}"] = res["top1"]
             out[f"val_top5_{name}"] = res["top5"]
@@ -293,6 +295,11 @@ class Trainer:
                 self.write_config()
         barrier(self.dist)
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
+        self.frame_cache = FrameCache.fitting(self.data.store, cfg.data.frame_size, cfg.data.frame_cache_mb,
+                                              self.device)
+        if self.frame_cache is not None:  # decoded once now, not in the background of every step
+            with progress_bar("decoding frames into memory", len(self.frame_cache.frames)) as bar:
+                fill_frame_cache(self.frame_cache, self.data.store, cfg.data.backend, progress=bar.advance)
         check_data(cfg, self.data, self.report.warn, strict=self.strict, record=str(self.run_dir / "split.json"))
         torch.manual_seed(cfg.run.seed)
         model = model_from_config(cfg, self.data.num_classes, seed=cfg.run.seed,
@@ -325,7 +332,7 @@ class Trainer:
         """Labeled (one view) and unlabeled (weak + strong views, method.unlabeled_ratio x as many) loaders."""
         cfg, d, w = self.cfg, self.cfg.data, self.dist.world_size
         common = dict(elements=cfg.method.elements, frame_size=tuple(d.frame_size), device=self.device,
-                      rank=self.dist.rank, world_size=w, backend=d.backend)
+                      rank=self.dist.rank, world_size=w, backend=d.backend, frame_cache=self.frame_cache)
         b = cfg.optim.batch_size * cfg.optim.accum_steps  # a process's micro-batches, taken together
         labeled = ClipLoader(self.data.store, self.data.labeled, batch_size=b, views=1, shuffle=True,
                              drop_last=drops_last(len(self.data.labeled), b, w), seed=cfg.run.seed, **common)
