@@ -97,6 +97,12 @@ def test_batches_are_bit_identical_with_the_cache(store, backend, prefill):
     cached.close()
 
 
+def test_a_cache_of_another_frame_size_is_refused(store):
+    with pytest.raises(ValueError, match="frame cache of \\(16, 20\\)"):
+        ClipLoader(store, store.indices("train"), elements=ELEMENTS, batch_size=4, frame_size=(16, 16),
+                   frame_cache=FrameCache(store.records, (16, 20)))
+
+
 def test_a_run_with_the_cache_is_the_run_without_it(synth_cache, monkeypatch, tmp_path):
     """The trainer fills one cache for its labeled, unlabeled and val loaders, and the run (weights and
     every logged number but the timing) is bit-identical to the one decoding every batch."""

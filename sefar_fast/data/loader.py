@@ -85,10 +85,12 @@ class ClipLoader:
         self.device = torch.device(device)
         self.rank, self.world_size = int(rank), int(world_size)
         self.temporal, self.frame_fn = temporal, frame_fn
-        # Decoded frames kept in memory (data.frame_cache): on the CPU, for clips read from a store.
-        self.frame_cache = frame_cache if self.device.type == "cpu" and not self._direct else None
-        if self.frame_cache is not None and self.frame_cache.frame_size != self.frame_size:
-            raise ValueError(f"frame cache of size {self.frame_cache.frame_size} for a loader of {self.frame_size}")
+        # Decoded frames kept in memory (`data.frame_cache`, made by `FrameCache.fitting`): CPU, clip store.
+        self.frame_cache = frame_cache
+        if frame_cache is not None and (self.device.type != "cpu" or self._direct
+                                        or frame_cache.frame_size != self.frame_size):
+            raise ValueError(f"a frame cache of {frame_cache.frame_size} serves a CPU loader of a clip store at that "
+                             f"frame size, not a {self.device.type} loader of {type(store).__name__} at {self.frame_size}")
         self.backend = resolve_backend(backend, self.device)
         self.workers, self.prefetch = max(1, int(workers)), max(1, int(prefetch))
         self.num_threads = num_threads or min(8, os.cpu_count() or 1)

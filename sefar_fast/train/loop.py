@@ -41,6 +41,7 @@ from sefar_fast import __version__, kernels
 from sefar_fast.config import Config, eval_views
 from sefar_fast.console import progress_bar
 from sefar_fast.data.datasets import open_dataset
+from sefar_fast.data.frame_cache import FrameCache
 from sefar_fast.data.loader import ClipLoader, drops_last, fill_frame_cache
 from sefar_fast.distributed import (
     all_reduce_sum,
@@ -52,7 +53,6 @@ from sefar_fast.distributed import (
     init_distributed,
 )
 from sefar_fast.errors import SefarError
-from sefar_fast.data.frame_cache import FrameCache
 from sefar_fast.eval.evaluate import evaluate_models
 from sefar_fast.io import atomic_write_text
 from sefar_fast.lock import FolderLock
@@ -295,11 +295,6 @@ class Trainer:
                 self.write_config()
         barrier(self.dist)
         self.data = open_dataset(cfg, self.run_dir if self.dist.is_main else None)
-        self.frame_cache = FrameCache.fitting(self.data.store, cfg.data.frame_size, cfg.data.frame_cache_mb,
-                                              self.device)
-        if self.frame_cache is not None:  # decoded once now, not in the background of every step
-            with progress_bar("decoding frames into memory", len(self.frame_cache.frames)) as bar:
-                fill_frame_cache(self.frame_cache, self.data.store, cfg.data.backend, progress=bar.advance)
         check_data(cfg, self.data, self.report.warn, strict=self.strict, record=str(self.run_dir / "split.json"))
         torch.manual_seed(cfg.run.seed)
         model = model_from_config(cfg, self.data.num_classes, seed=cfg.run.seed,
@@ -319,6 +314,7 @@ class Trainer:
                 self.write_config()
         self.step = TrainStep(cfg, model, self.device, self.amp, self.compile, self.dist,
                               on_compile_fallback=self.report.warn)
+        self.frame_cache = self.make_frame_cache()
         self.labeled, self.unlabeled = self.make_loaders()
         self.report.open_loggers(cfg.run.loggers, cfg.to_dict(),
                                  self.state.progress.global_step if self.resuming else None)
@@ -327,6 +323,16 @@ class Trainer:
 
     def write_config(self) -> None:
         atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+
+    def make_frame_cache(self) -> FrameCache | None:
+        """The decoded frames in memory for every loader of the run (`data.frame_cache_mb`), or None.
+        Decoded once now, after everything that can refuse the run, not in the background of every step."""
+        d = self.cfg.data
+        cache = FrameCache.fitting(self.data.store, d.frame_size, d.frame_cache_mb, self.device)
+        if cache is not None:
+            with progress_bar("decoding frames into memory", len(cache.frames)) as bar:
+                fill_frame_cache(cache, self.data.store, d.backend, progress=bar.advance)
+        return cache
 
     def make_loaders(self) -> tuple[ClipLoader, ClipLoader | None]:
         """Labeled (one view) and unlabeled (weak + strong views, method.unlabeled_ratio x as many) loaders."""
